@@ -1,0 +1,48 @@
+"""Sandbox settings: limits of the build and run steps, from the environment (DESIGN.md)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Every limit of the sandbox. `from_env` reads the ARENA_SANDBOX_* variables documented in the README."""
+    runtime: str = "auto"                # auto | runsc | runc
+    user: str = "10001:10001"            # non-root uid:gid inside the container
+    memory_bytes: int = 2 << 30          # memory limit (swap disabled: memswap = memory)
+    pids_limit: int = 256
+    cpus: float = 1.0                    # CPU quota, in cores
+    cpuset: str | None = None            # e.g. "1": pin the container to these CPUs
+    tmpfs_bytes: int = 64 << 20          # size of the /tmp tmpfs
+    load_timeout_s: float = 60.0         # container start -> {"ready": true}
+    run_timeout_s: float = 600.0         # wall clock for the whole evaluation session
+    build_timeout_s: float = 600.0
+    max_image_bytes: int = 4 << 30
+    stderr_cap_bytes: int = 1 << 20      # run-log bytes kept from the container's stderr
+    build_log_cap_bytes: int = 4 << 20
+    gpus: tuple[str, ...] = field(default_factory=tuple)   # GPU device ids requested explicitly
+
+    @classmethod
+    def from_env(cls) -> "SandboxSettings":
+        gpus = tuple(g for g in _env("ARENA_SANDBOX_GPUS", "").split(",") if g)
+        return cls(
+            runtime=_env("ARENA_SANDBOX_RUNTIME", "auto"),
+            memory_bytes=int(_env("ARENA_SANDBOX_MEMORY_BYTES", str(2 << 30))),
+            pids_limit=int(_env("ARENA_SANDBOX_PIDS", "256")),
+            cpus=float(_env("ARENA_SANDBOX_CPUS", "1.0")),
+            cpuset=_env("ARENA_SANDBOX_CPUSET", "") or None,
+            tmpfs_bytes=int(_env("ARENA_SANDBOX_TMPFS_BYTES", str(64 << 20))),
+            load_timeout_s=float(_env("ARENA_SANDBOX_LOAD_TIMEOUT_S", "60")),
+            run_timeout_s=float(_env("ARENA_SANDBOX_RUN_TIMEOUT_S", "600")),
+            build_timeout_s=float(_env("ARENA_SANDBOX_BUILD_TIMEOUT_S", "600")),
+            max_image_bytes=int(_env("ARENA_SANDBOX_MAX_IMAGE_BYTES", str(4 << 30))),
+            gpus=gpus,
+        )
+
+    def with_(self, **changes) -> "SandboxSettings":
+        return replace(self, **changes)

@@ -1,0 +1,250 @@
+"""The decode harness: an MLPerf LoadGen SUT adapter over the decoder protocol.
+
+LoadGen issues the queries; `DecoderSUT` forwards each sample to the container as a protocol request
+and reports `FirstTokenComplete` / `QuerySamplesComplete` the moment the tokens arrive, so LoadGen
+timestamps every token itself. `DecoderSession` keeps the protocol state (which requests are in flight,
+what arrived when) and turns any breach of the protocol into one fatal, named error.
+"""
+from __future__ import annotations
+
+import array
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import mlperf_loadgen as lg
+
+from sandbox.protocol import Done, ProtocolError, Ready, Request, Tokens, parse_output_line
+
+SCENARIOS = {"offline": lg.TestScenario.Offline, "single-stream": lg.TestScenario.SingleStream,
+             "server": lg.TestScenario.Server}
+
+
+@dataclass
+class RequestRecord:
+    """One decode request as the harness saw it; all times are host monotonic ns on arrival."""
+    rid: str
+    run: str
+    index: int
+    prompt: list[int]
+    max_new_tokens: int
+    sent_ns: int
+    sample_id: int = 0
+    tokens: list[int] = field(default_factory=list)
+    arrivals: list[tuple[int, int]] = field(default_factory=list)   # (arrival ns, tokens in that message)
+    done_ns: int | None = None
+
+    @property
+    def first_token_ns(self) -> int | None:
+        return self.arrivals[0][0] if self.arrivals else None
+
+
+class DecoderSession:
+    """Protocol state of one container session. Thread-safe; callbacks run on the reader thread."""
+
+    def __init__(self, on_first_token: Callable[[RequestRecord], None] = lambda r: None,
+                 on_done: Callable[[RequestRecord], None] = lambda r: None):
+        self.ready = threading.Event()
+        self.ready_ns: int | None = None
+        self.error: str | None = None
+        self.error_kind: str | None = None           # protocol | crash | timeout
+        self.eof = threading.Event()
+        self.inflight: dict[str, RequestRecord] = {}
+        self.completed: dict[str, RequestRecord] = {}
+        self.on_first_token = on_first_token
+        self.on_done = on_done
+        self.on_fatal: Callable[[], None] = lambda: None
+        self._lock = threading.Lock()
+
+    # -- requests out ----------------------------------------------------------------------
+    def begin(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.inflight[record.rid] = record
+
+    # -- lines in --------------------------------------------------------------------------
+    def on_line(self, now_ns: int, line: bytes) -> None:
+        if self.error:
+            return
+        try:
+            msg = parse_output_line(line)
+        except ProtocolError as exc:
+            return self.fail("protocol", str(exc))
+        if isinstance(msg, Ready):
+            if self.ready.is_set():
+                return self.fail("protocol", "second {\"ready\": true}")
+            self.ready_ns = now_ns
+            self.ready.set()
+            return
+        if not self.ready.is_set():
+            return self.fail("protocol", f"output before {{\"ready\": true}}: {line[:80]!r}")
+        with self._lock:
+            rec = self.inflight.get(msg.id)
+        if rec is None:
+            what = "after its done" if msg.id in self.completed else "for an unknown request id"
+            return self.fail("protocol", f"{type(msg).__name__.lower()} {what}: {msg.id!r}")
+        if isinstance(msg, Tokens):
+            first = not rec.arrivals
+            rec.tokens.extend(msg.tokens)
+            rec.arrivals.append((now_ns, len(msg.tokens)))
+            if len(rec.tokens) > rec.max_new_tokens:
+                return self.fail("protocol", f"request {rec.rid!r}: {len(rec.tokens)} tokens, "
+                                             f"more than max_new_tokens={rec.max_new_tokens}")
+            if first:
+                self.on_first_token(rec)
+        elif isinstance(msg, Done):
+            rec.done_ns = now_ns
+            with self._lock:
+                del self.inflight[rec.rid]
+                self.completed[rec.rid] = rec
+            self.on_done(rec)
+
+    def on_overflow(self, nbytes: int) -> None:
+        self.fail("protocol", f"stdout line longer than the limit ({nbytes} bytes without a newline)")
+
+    def on_eof(self) -> None:
+        if not self.error:
+            if self.inflight:
+                self.fail("crash", f"container exited with {len(self.inflight)} request(s) unfinished")
+            elif not self.ready.is_set():
+                self.fail("crash", "container exited before {\"ready\": true}")
+        self.eof.set()
+
+    def fail(self, kind: str, message: str) -> None:
+        """Record the first fatal error and release everything that waits on the container."""
+        with self._lock:
+            if self.error:
+                return
+            self.error, self.error_kind = message, kind
+        self.ready.set()
+        self.on_fatal()
+
+    def drain(self) -> list[RequestRecord]:
+        """Take every request still in flight (after a fatal error), marking none of them done."""
+        with self._lock:
+            left, self.inflight = list(self.inflight.values()), {}
+        return left
+
+
+@dataclass
+class ScenarioRun:
+    """One LoadGen test over the session: its records and LoadGen's own verdict and figures."""
+    label: str
+    mode: str
+    records: list[RequestRecord]
+    loadgen: dict
+    log_dir: Path
+    seconds: float
+
+
+def read_loadgen_detail(log_dir: Path) -> dict:
+    """The `:::MLLOG` key/value pairs of mlperf_log_detail.txt (last value wins)."""
+    out = {}
+    path = log_dir / "mlperf_log_detail.txt"
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith(":::MLLOG "):
+                try:
+                    entry = json.loads(line[len(":::MLLOG "):])
+                except ValueError:
+                    continue
+                out[entry.get("key")] = entry.get("value")
+    return out
+
+
+class DecoderSUT:
+    """The LoadGen System Under Test: a forwarder between LoadGen and a DecoderSession."""
+
+    def __init__(self, session: DecoderSession, send: Callable[[bytes], None],
+                 prompts: list[list[int]], max_new_tokens: int, label: str):
+        self.session, self.send, self.prompts = session, send, prompts
+        self.max_new_tokens, self.label = max_new_tokens, label
+        self.records: list[RequestRecord] = []
+        self._keep: list[array.array] = []
+        session.on_first_token = self._first_token
+        session.on_done = self._done
+        session.on_fatal = self._abort
+
+    def issue_query(self, samples) -> None:
+        lines = []
+        for s in samples:
+            rec = RequestRecord(rid=f"{self.label}-{s.id:x}", run=self.label, index=s.index,
+                                prompt=self.prompts[s.index], max_new_tokens=self.max_new_tokens,
+                                sent_ns=time.monotonic_ns(), sample_id=s.id)
+            self.records.append(rec)
+            self.session.begin(rec)
+            lines.append(Request(rec.rid, rec.prompt, rec.max_new_tokens).to_line())
+        if self.session.error:
+            self._abort()
+        else:
+            self.send(b"".join(lines))
+
+    def flush_queries(self) -> None:
+        pass
+
+    def _response(self, rec: RequestRecord, tokens: list[int]) -> "lg.QuerySampleResponse":
+        data = array.array("i", tokens or [0])
+        self._keep.append(data)
+        addr, _ = data.buffer_info()
+        return lg.QuerySampleResponse(rec.sample_id, addr, data.itemsize * len(tokens), max(len(tokens), 1))
+
+    def _first_token(self, rec: RequestRecord) -> None:
+        lg.FirstTokenComplete([self._response(rec, rec.tokens[:1])])
+
+    def _done(self, rec: RequestRecord) -> None:
+        lg.QuerySamplesComplete([self._response(rec, rec.tokens)])
+
+    def _abort(self) -> None:
+        """After a fatal error LoadGen must still finish: complete what is in flight, empty-handed."""
+        left = self.session.drain()
+        if left:
+            lg.QuerySamplesComplete([self._response(rec, []) for rec in left])
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    scenario: str = "offline"
+    min_duration_ms: int = 3000
+    min_query_count: int = 1
+    expected_qps: float = 1.0            # offline/server: samples per second the SUT can sustain
+    expected_latency_ns: int = 10**9     # single-stream
+    ttft_latency_ns: int = 2 * 10**9
+    tpot_latency_ns: int = 200 * 10**6
+    max_duration_ms: int = 0
+
+
+def run_loadgen(session: DecoderSession, send: Callable[[bytes], None], prompts: list[list[int]],
+                max_new_tokens: int, label: str, mode: str, load: LoadSettings, log_dir: Path) -> ScenarioRun:
+    """Run one LoadGen test (mode `accuracy` or `performance`) and collect what it measured."""
+    settings = lg.TestSettings()
+    settings.scenario = SCENARIOS[load.scenario]
+    settings.mode = lg.TestMode.AccuracyOnly if mode == "accuracy" else lg.TestMode.PerformanceOnly
+    settings.use_token_latencies = True
+    settings.min_duration_ms = load.min_duration_ms
+    settings.max_duration_ms = load.max_duration_ms
+    settings.min_query_count = load.min_query_count
+    settings.offline_expected_qps = max(load.expected_qps, 1e-3)
+    settings.server_target_qps = max(load.expected_qps, 1e-3)
+    settings.single_stream_expected_latency_ns = max(int(load.expected_latency_ns), 1)
+    settings.ttft_latency = load.ttft_latency_ns
+    settings.tpot_latency = load.tpot_latency_ns
+    settings.performance_sample_count_override = len(prompts)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_settings = lg.LogSettings()
+    log_settings.log_output.outdir = str(log_dir)
+    log_settings.log_output.copy_summary_to_stdout = False
+    log_settings.enable_trace = False
+
+    sut_impl = DecoderSUT(session, send, prompts, max_new_tokens, label)
+    sut = lg.ConstructSUT(sut_impl.issue_query, sut_impl.flush_queries)
+    qsl = lg.ConstructQSL(len(prompts), len(prompts), lambda idx: None, lambda idx: None)
+    started = time.monotonic()
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+    finally:
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+    return ScenarioRun(label, mode, sut_impl.records, read_loadgen_detail(log_dir), log_dir,
+                       time.monotonic() - started)

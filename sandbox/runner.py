@@ -1,0 +1,223 @@
+"""Run a submission's container in the sandbox and talk to it over attached stdin/stdout.
+
+`run_sandboxed` creates the container with every limit of DESIGN.md (no network, no capabilities,
+no-new-privileges, non-root, read-only root, a small /tmp, pids/memory/CPU limits, the model mounted
+read-only as the only mount), attaches before starting so no byte is missed, and hands stdout lines to
+the caller stamped with the monotonic time of their arrival. Nothing the container says about time is
+trusted. The container is always removed, whatever happens.
+"""
+from __future__ import annotations
+
+import queue
+import socket
+import struct
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import docker
+import docker.errors
+
+from sandbox.config import SandboxSettings
+from sandbox.engine import LABEL, client, resolve_runtime
+from sandbox.protocol import MAX_LINE_BYTES
+
+MODEL_MOUNT = "/arena/model"
+
+
+@dataclass
+class ContainerExit:
+    exit_code: int | None
+    oom_killed: bool
+    killed_by_us: str | None      # why the platform stopped it (timeout, protocol), or None
+
+
+@dataclass
+class SandboxedContainer:
+    """A running container. stdout lines go to `on_line(arrival_ns, line)`; an over-long line to
+    `on_overflow(nbytes)`; EOF to `on_eof()`. stderr is kept in `stderr_log`, capped."""
+    container: "docker.models.containers.Container"
+    runtime: str
+    settings: SandboxSettings
+    started_ns: int = 0
+    stderr_log: list[str] = field(default_factory=list)
+    stderr_bytes: int = 0
+    killed_reason: str | None = None
+    _sock: socket.socket | None = None
+    _outbox: "queue.Queue[bytes | None]" = field(default_factory=queue.Queue)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _eof: threading.Event = field(default_factory=threading.Event)
+
+    # -- input -----------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the container's stdin; never blocks the caller (a decoder that stops
+        reading stdin cannot stall the load generator)."""
+        self._outbox.put(data)
+
+    def close_stdin(self) -> None:
+        self._outbox.put(None)
+
+    def _write_loop(self) -> None:
+        assert self._sock is not None
+        while (data := self._outbox.get()) is not None:
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                return
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    # -- output ----------------------------------------------------------------------------
+    def _read_loop(self, on_line, on_overflow, on_eof) -> None:
+        assert self._sock is not None
+        sock, pending, overflowed = self._sock, bytearray(), False
+        try:
+            while True:
+                header = _recv_exact(sock, 8)
+                if header is None:
+                    break
+                stream, size = header[0], struct.unpack(">I", header[4:])[0]
+                payload = _recv_exact(sock, size)
+                if payload is None:
+                    break
+                now = time.monotonic_ns()
+                if stream == 2:
+                    self._keep_stderr(payload)
+                    continue
+                if overflowed:
+                    continue
+                pending += payload
+                while (nl := pending.find(b"\n")) >= 0:
+                    line = bytes(pending[:nl])
+                    del pending[:nl + 1]
+                    if line.strip():
+                        on_line(now, line)
+                if len(pending) > MAX_LINE_BYTES:
+                    overflowed = True   # keep draining so the container never blocks on a full pipe
+                    on_overflow(len(pending))
+                    pending.clear()
+        except OSError:
+            pass
+        finally:
+            if pending.strip() and not overflowed:
+                on_line(time.monotonic_ns(), bytes(pending))
+            self._eof.set()
+            on_eof()
+
+    def _keep_stderr(self, payload: bytes) -> None:
+        self.stderr_bytes += len(payload)
+        cap = self.settings.stderr_cap_bytes
+        kept = sum(len(s) for s in self.stderr_log)
+        if kept < cap:
+            self.stderr_log.append(payload[: cap - kept].decode("utf-8", errors="replace"))
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def kill(self, reason: str) -> None:
+        if self.killed_reason is None:
+            self.killed_reason = reason
+        try:
+            self.container.kill()
+        except docker.errors.APIError:
+            pass
+
+    def wait_eof(self, timeout: float | None = None) -> bool:
+        return self._eof.wait(timeout)
+
+    def wait_exit(self, timeout: float = 30) -> ContainerExit:
+        try:
+            status = self.container.wait(timeout=timeout)
+            code = status.get("StatusCode")
+        except Exception:  # still running after the timeout: stop it
+            self.kill("did not exit")
+            code = None
+        self.container.reload()
+        state = self.container.attrs.get("State", {})
+        return ContainerExit(code if code is not None else state.get("ExitCode"),
+                             bool(state.get("OOMKilled")), self.killed_reason)
+
+    @property
+    def stderr_text(self) -> str:
+        text = "".join(self.stderr_log)
+        if self.stderr_bytes > self.settings.stderr_cap_bytes:
+            text += f"\n[arena] stderr truncated: {self.stderr_bytes} bytes, cap {self.settings.stderr_cap_bytes}\n"
+        return text
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def container_config(image: str, settings: SandboxSettings, runtime: str, model_dir: Path | None,
+                     labels: dict[str, str]) -> dict:
+    """The docker-py create() arguments: every isolation setting in one place."""
+    cfg = dict(
+        image=image, stdin_open=True, tty=False, detach=True,
+        network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+        user=settings.user, read_only=True,
+        tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={settings.tmpfs_bytes}"},
+        mem_limit=settings.memory_bytes, memswap_limit=settings.memory_bytes,
+        pids_limit=settings.pids_limit, nano_cpus=int(settings.cpus * 1e9),
+        runtime=runtime, labels={LABEL: "1", **labels},
+        environment={"ARENA_MODEL_DIR": MODEL_MOUNT, "HOME": "/tmp", "PYTHONUNBUFFERED": "1"},
+        ipc_mode="none" if runtime == "runc" else None, hostname="sandbox",
+        log_config={"type": "none"},
+    )
+    if settings.cpuset:
+        cfg["cpuset_cpus"] = settings.cpuset
+    if model_dir is not None:
+        cfg["volumes"] = {str(Path(model_dir).resolve()): {"bind": MODEL_MOUNT, "mode": "ro"}}
+    if settings.gpus:
+        cfg["device_requests"] = [docker.types.DeviceRequest(device_ids=list(settings.gpus),
+                                                             capabilities=[["gpu"]])]
+    return {k: v for k, v in cfg.items() if v is not None}
+
+
+@contextmanager
+def run_sandboxed(image: str, settings: SandboxSettings, *, model_dir: Path | None,
+                  on_line: Callable[[int, bytes], None],
+                  on_overflow: Callable[[int], None] = lambda n: None,
+                  on_eof: Callable[[], None] = lambda: None,
+                  labels: dict[str, str] | None = None) -> Iterator[SandboxedContainer]:
+    """Start `image` under the sandbox and yield it; the container is removed on exit, always."""
+    runtime = resolve_runtime(settings.runtime)
+    container = client().containers.create(
+        **container_config(image, settings, runtime, model_dir, labels or {}))
+    box = SandboxedContainer(container=container, runtime=runtime, settings=settings)
+    try:
+        sock = client().api.attach_socket(container.id, params={
+            "stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        box._sock = getattr(sock, "_sock", sock)
+        box._threads = [
+            threading.Thread(target=box._read_loop, args=(on_line, on_overflow, on_eof), daemon=True),
+            threading.Thread(target=box._write_loop, daemon=True),
+        ]
+        for t in box._threads:
+            t.start()
+        box.started_ns = time.monotonic_ns()
+        container.start()
+        yield box
+    finally:
+        box.close_stdin()
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:
+            time.sleep(1)
+            container.remove(force=True)
+        if box._sock is not None:
+            try:
+                box._sock.close()
+            except OSError:
+                pass

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Build the official base images once; later calls reuse them (delete the image to force a rebuild).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[build-images] %s\n' "$*" >&2; }
+
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+base_image() {
+  # Prefer a registry image; this host may have no registry, then debootstrap a minimal bookworm.
+  if image_exists debian:bookworm-slim || timeout 30 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
+    echo debian:bookworm-slim; return
+  fi
+  if ! image_exists arena/bookworm-base:1; then
+    command -v debootstrap >/dev/null || { log "debootstrap is missing (apt-get install debootstrap)"; exit 1; }
+    local root; root=$(mktemp -d /tmp/arena-rootfs.XXXXXX)
+    log "no registry: debootstrap bookworm into $root (about a minute)"
+    debootstrap --variant=minbase bookworm "$root" >/tmp/arena-debootstrap.log 2>&1 \
+      || { tail -n 20 /tmp/arena-debootstrap.log >&2; exit 1; }
+    tar -C "$root" -c . | docker import - arena/bookworm-base:1 >/dev/null
+    rm -rf "$root"
+  fi
+  echo arena/bookworm-base:1
+}
+
+digest() { # a hash of everything that goes into an official image, stored as a label
+  cat "$@" | sha256sum | cut -c1-16
+}
+
+build_python_cpu() {
+  local ctx=images/python-cpu want
+  cp sandbox/protocol.py "$ctx/arena_protocol.py"
+  want=$(digest "$ctx/Dockerfile" "$ctx/arena_protocol.py")
+  if image_exists arena/python-cpu:1 && \
+     [ "$(docker image inspect -f '{{index .Config.Labels "org.decode-arena.source"}}' arena/python-cpu:1)" = "$want" ]; then
+    return
+  fi
+  local base; base=$(base_image)
+  log "building arena/python-cpu:1 from $base"
+  docker build -q --build-arg "BASE=$base" --label "org.decode-arena.source=$want" \
+    -t arena/python-cpu:1 "$ctx" >/dev/null
+}
+
+build_python_cpu
