@@ -12,6 +12,16 @@ from lake.atomic import write_atomic, write_json_atomic
 from lake.results import flatten, validate_result
 
 
+#: The requests table: one row per decode request the harness sent (DESIGN.md, "Lake layout").
+REQUESTS_SCHEMA = pa.schema([
+    ("run", pa.string()), ("request_id", pa.string()), ("prompt_index", pa.int32()),
+    ("prompt_set", pa.string()), ("sent_ns", pa.int64()), ("first_token_ns", pa.int64()),
+    ("done_ns", pa.int64()), ("ttft_ms", pa.float64()), ("tpot_ms", pa.float64()),
+    ("latency_ms", pa.float64()), ("tokens", pa.int32()), ("correct_tokens", pa.int32()),
+    ("expected_tokens", pa.int32()),
+])
+
+
 class Lake:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -61,6 +71,17 @@ class Lake:
                        schema: pa.Schema) -> Path:
         table = pa.Table.from_pylist(list(rows), schema=schema)
         return self.write_table(self.requests_dir(challenge, sid, attempt) / "requests.parquet", table)
+
+    def keep_loadgen_logs(self, challenge: str, sid: str, attempt: int, dirs: Iterable[Path]) -> Path:
+        """LoadGen's summary and detail logs of every run, kept beside the evaluation."""
+        import shutil
+        dest = self.evaluation_dir(challenge, sid) / "loadgen" / f"attempt={attempt}"
+        for d in dirs:
+            for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"):
+                if (Path(d) / name).exists():
+                    (dest / Path(d).name).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(Path(d) / name, dest / Path(d).name / name)
+        return dest
 
     def telemetry_path(self, challenge: str, sid: str, attempt: int) -> Path:
         return self.telemetry_dir(challenge, sid, attempt) / "telemetry.parquet"

@@ -1,0 +1,50 @@
+# Decode Arena — everything starts here. `make demo` and `make test` work on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export ARENA_HOME ?= $(CURDIR)/.arena
+export DAGSTER_HOME ?= $(ARENA_HOME)/dagster
+
+.PHONY: setup venv engine images browser up down status demo test test-fast clean
+
+setup: venv engine images ## venv, Docker engine with gVisor, official base images (idempotent)
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+engine:
+	@bash scripts/setup-engine.sh
+
+images: engine
+	@bash scripts/build-images.sh
+
+browser: ## Debian's chromium, driven by Playwright in the web tests
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null); } \
+	  || { echo "install Debian's chromium (apt-get install chromium) for the browser tests"; exit 1; }
+
+up: setup ## start the platform in the background; returns once every service answers
+	@$(PY) scripts/services.py up
+
+down: ## stop the platform
+	@$(PY) scripts/services.py down
+
+status:
+	@$(PY) scripts/services.py status
+
+demo: up ## submit the examples, wait for their scores, print the leaderboard and the URLs
+	@$(PY) scripts/demo.py
+
+test: setup browser ## the whole suite, end-to-end tests included
+	$(PY) -m pytest -ra
+
+test-fast: setup ## everything but the slow end-to-end tests
+	$(PY) -m pytest -ra -m 'not slow'
+
+clean: down
+	rm -rf $(ARENA_HOME)

@@ -1,0 +1,60 @@
+"""The intake web application: `create_app(settings)`; `app` for `uvicorn intake.app:app`."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.sessions import SessionMiddleware
+
+from intake.config import Settings
+from intake.db import Database
+from intake.errors import install_error_handlers
+from intake.oauth import build_oauth
+from intake.routes import admin, health, leaderboard, submissions, web
+from intake.submissions import Submissions
+
+
+ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message", "details"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "array"}}}}}
+ERROR_RESPONSES = {status: {"description": what, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+                   for status, what in ((400, "malformed request"), (401, "no valid API token"),
+                                        (403, "not allowed (admins only, CSRF)"), (404, "not found, or not yours"),
+                                        (413, "upload too large"), (415, "not multipart/form-data"),
+                                        (422, "refused; every problem in details"),
+                                        (429, "quota; see Retry-After"))}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    db = Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        db.migrate()
+        settings.bucket.mkdir(parents=True, exist_ok=True)
+        settings.lake.mkdir(parents=True, exist_ok=True)
+        yield
+        db.dispose()
+
+    app = FastAPI(title="Decode Arena intake", version="1", lifespan=lifespan, responses=ERROR_RESPONSES)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.submissions = Submissions(settings, db)
+    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="arena_session",
+                       same_site="lax", https_only=settings.public_url.startswith("https"))
+    install_error_handlers(app)
+    for module in (submissions, leaderboard, admin, health):
+        app.include_router(module.router)
+    app.state.oauth = build_oauth(settings)
+    web.install(app)
+    return app
+
+
+def __getattr__(name: str):
+    # `intake.app:app` is built on first use, so importing this module reads no environment.
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""HTTP handlers, thin: each calls into ``intake.submissions`` and friends."""

@@ -1,0 +1,182 @@
+"""Accepting, finding and describing submissions: the intake core that routes, web form and CLI share.
+
+Accepting is one database transaction per upload: lock the uploader's row (so their quota and
+duplicate checks cannot race), refuse duplicates and over-quota uploads, then write the zip and its
+marker to the bucket and the row to the lake, and commit. Nothing reaches the bucket for a refused upload.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+from ulid import ULID
+
+from intake.config import Settings
+from intake.db import Database
+from intake.errors import ApiError
+from intake.models import Submission, User, as_utc, utcnow
+from lake.bucket import TERMINAL, Bucket, Marker
+from lake.tables import Lake
+
+DAY = timedelta(days=1)
+CONCURRENCY_RETRY_S = 30
+
+
+@dataclass(frozen=True)
+class Accepted:
+    submission: Submission
+    created: bool  # False: the same zip from the same user was already submitted
+
+
+class Submissions:
+    def __init__(self, settings: Settings, db: Database):
+        self.settings = settings
+        self.db = db
+        self.bucket = Bucket(settings.bucket)
+        self.lake = Lake(settings.lake)
+
+    # -- accepting -------------------------------------------------------------------------
+    def validate(self, zip_path: Path, requested_challenge: str | None):
+        """Validate against the rules of the challenge; arena.toml may name the challenge when the
+        request does not. Raises ApiError(422) listing every problem."""
+        from intake.validation import SubmissionRejected, validate_zip
+
+        challenge = requested_challenge or self.settings.default_challenge
+        check_challenge(challenge)
+        try:
+            validated = validate_zip(zip_path, rules=rules_for(challenge))
+            if not requested_challenge and validated.challenge and validated.challenge != challenge:
+                challenge = validated.challenge
+                check_challenge(challenge)
+                validated = validate_zip(zip_path, rules=rules_for(challenge))
+        except SubmissionRejected as exc:
+            details = [{"rule": p.rule, "value": _jsonable(p.value), "message": p.message} for p in exc.problems]
+            summary = "; ".join(f"{p.rule}: {p.message}" for p in exc.problems)
+            raise ApiError(422, "submission_rejected", f"the submission was refused: {summary}", details)
+        return challenge, validated
+
+    def accept(self, user_id: int, zip_path: Path, requested_challenge: str | None = None) -> Accepted:
+        challenge, validated = self.validate(zip_path, requested_challenge)
+        with self.db.session() as session, session.begin():
+            now = utcnow()
+            session.execute(update(User).where(User.id == user_id).values(last_submitted_at=now))
+            user = session.get(User, user_id)
+            existing = session.scalar(select(Submission).where(
+                Submission.user_id == user_id, Submission.challenge == challenge,
+                Submission.sha256 == validated.sha256))
+            if existing is not None:
+                return Accepted(existing, created=False)
+            self._check_quota(session, user_id, now)
+            sub = Submission(id=str(ULID()), user_id=user_id, challenge=challenge, sha256=validated.sha256,
+                             display_name=validated.display_name or user.name,
+                             size_bytes=validated.compressed_bytes, created_at=now)
+            sub.user = user
+            session.add(sub)
+            session.flush()
+            created_at = iso(sub.created_at)
+            marker = Marker(id=sub.id, challenge=challenge, user=user.name, sha256=sub.sha256,
+                            created_at=created_at, queue=queue_of(challenge), display_name=sub.display_name)
+            try:
+                self.bucket.put_submission(marker, zip_path)
+                self.lake.write_submission({"id": sub.id, "challenge": challenge, "user": user.name,
+                                            "display_name": sub.display_name, "sha256": sub.sha256,
+                                            "created_at": created_at, "size_bytes": sub.size_bytes})
+            except BaseException:
+                self._withdraw(sub)
+                raise
+        return Accepted(sub, created=True)
+
+    def _check_quota(self, session: Session, user_id: int, now) -> None:
+        s = self.settings
+        window = session.execute(select(func.count(), func.min(Submission.created_at)).where(
+            Submission.user_id == user_id, Submission.created_at > now - DAY)).one()
+        if window[0] >= s.daily_quota:
+            retry = max(1, math.ceil((as_utc(window[1]) + DAY - now).total_seconds()))
+            raise ApiError(429, "quota_exceeded", f"daily quota of {s.daily_quota} submissions reached",
+                           [{"rule": "daily_quota", "value": s.daily_quota,
+                             "message": f"try again in {retry} s"}], {"Retry-After": str(retry)})
+        recent = session.scalars(select(Submission.id).where(Submission.user_id == user_id)
+                                 .order_by(Submission.id.desc()).limit(max(50, s.max_concurrent * 10))).all()
+        unfinished = [sid for sid in recent if self.status(sid)["status"] not in TERMINAL]
+        if len(unfinished) >= s.max_concurrent:
+            raise ApiError(429, "too_many_unfinished",
+                           f"{len(unfinished)} of your submissions are still being evaluated "
+                           f"(at most {s.max_concurrent} at once)",
+                           [{"rule": "max_concurrent", "value": s.max_concurrent, "message": ", ".join(unfinished)}],
+                           {"Retry-After": str(CONCURRENCY_RETRY_S)})
+
+    def _withdraw(self, sub: Submission) -> None:
+        """Undo a half-written hand-over (marker first: the sensor must not see a marker without a zip)."""
+        for path in (self.bucket.marker_path(sub.challenge, sub.id), self.bucket.zip_path(sub.challenge, sub.id),
+                     self.bucket.status_path(sub.id),
+                     self.lake.submissions_dir(sub.challenge) / f"{sub.id}.parquet"):
+            path.unlink(missing_ok=True)
+
+    # -- reading ---------------------------------------------------------------------------
+    def visible(self, session: Session, user: User, sid: str) -> Submission:
+        """The submission if ``user`` may see it; others' submissions are 404, not 403."""
+        sub = session.get(Submission, sid)
+        if sub is None or (sub.user_id != user.id and not user.is_admin):
+            raise ApiError(404, "not_found", f"no submission {sid}")
+        return sub
+
+    def listing(self, session: Session, user: User, everyone: bool, limit: int, before: str | None):
+        query = select(Submission).order_by(Submission.id.desc()).limit(limit)
+        if not (everyone and user.is_admin):
+            query = query.where(Submission.user_id == user.id)
+        if before:
+            query = query.where(Submission.id < before)
+        return session.scalars(query).all()
+
+    def status(self, sid: str) -> dict:
+        return self.bucket.status(sid) or {"status": "queued", "reason": None, "timings": {}}
+
+    def describe(self, sub: Submission, with_result: bool = True) -> dict:
+        status = self.status(sub.id)
+        return {"id": sub.id, "status": status.get("status"), "reason": status.get("reason"),
+                "challenge": sub.challenge, "user": sub.user.name, "display_name": sub.display_name,
+                "sha256": sub.sha256, "size_bytes": sub.size_bytes, "created_at": iso(sub.created_at),
+                "timings": status.get("timings", {}),
+                "result": self.lake.read_result(sub.challenge, sub.id) if with_result else None,
+                "urls": self.urls(sub.id)}
+
+    def urls(self, sid: str) -> dict:
+        base = self.settings.public_url
+        ws = "ws" + base[len("http"):] if base.startswith("http") else base
+        return {"self": f"{base}/api/v1/submissions/{sid}", "logs": f"{ws}/api/v1/submissions/{sid}/logs",
+                "web": f"{base}/submissions/{sid}"}
+
+
+def iso(moment) -> str:
+    return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _jsonable(value):
+    return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+
+
+def known_challenges() -> list[str]:
+    from challenges import challenge_names
+    return list(challenge_names())
+
+
+def check_challenge(name: str) -> None:
+    names = known_challenges()
+    if name not in names:
+        raise ApiError(422, "unknown_challenge", f"no challenge {name!r}",
+                       [{"rule": "challenge", "value": name, "message": f"one of: {', '.join(names)}"}])
+
+
+def rules_for(challenge: str):
+    from challenges import load_challenge
+    from intake.validation import ValidationRules
+    return ValidationRules(allowed_base_images=tuple(load_challenge(challenge).allowed_base_images))
+
+
+def queue_of(challenge: str) -> str:
+    from challenges import load_challenge
+    return load_challenge(challenge).spec.get("queue", "cpu")

@@ -1,0 +1,64 @@
+"""Sensors: intake markers -> one run per submission; finished runs -> leaderboard; broken runs ->
+a terminal status, so no accepted submission is left without one."""
+
+from dagster import (DagsterRunStatus, RunRequest, SensorEvaluationContext, SensorResult,
+                     DefaultSensorStatus, RunFailureSensorContext, RunStatusSensorContext,
+                     run_failure_sensor, run_status_sensor, sensor)
+
+from lake.bucket import TERMINAL, Bucket
+from lake.config import StorageSettings
+from orchestration.assets import submissions_partitions
+from orchestration.jobs import evaluate_submission, refresh_leaderboard
+
+#: Operator reruns jump the queue; quick checks could use a value in between.
+RERUN_PRIORITY = 10
+
+
+def run_tags(sid: str, queue: str, priority: int) -> dict[str, str]:
+    return {"dagster/priority": str(priority), "arena/queue": queue, "arena/submission": sid}
+
+
+@sensor(job=evaluate_submission, minimum_interval_seconds=2, default_status=DefaultSensorStatus.RUNNING,
+        description="One run per committed intake marker; every marker without a partition is new.")
+def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
+    bucket = Bucket(StorageSettings.from_env().bucket)
+    known = set(context.instance.get_dynamic_partitions(submissions_partitions.name))
+    # The cursor only bounds how far back to list: a late marker (slow upload, second replica) has an
+    # id older than newer ones, so list a window behind the newest id seen rather than after it.
+    new = [m for m in bucket.markers() if m.id not in known]
+    requests = [RunRequest(run_key=m.id, partition_key=m.id, tags=run_tags(m.id, m.queue, m.priority))
+                for m in new]
+    for rerun in bucket.reruns():
+        marker = bucket.marker(rerun["id"])
+        if marker is not None and marker.id in known:
+            requests.append(RunRequest(run_key=rerun["key"], partition_key=marker.id,
+                                       tags=run_tags(marker.id, marker.queue, RERUN_PRIORITY)
+                                       | {"arena/rerun": rerun["key"]}))
+    return SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[submissions_partitions.build_add_request([m.id for m in new])] if new else [],
+    )
+
+
+@run_status_sensor(run_status=DagsterRunStatus.SUCCESS, monitored_jobs=[evaluate_submission],
+                   request_job=refresh_leaderboard, minimum_interval_seconds=2,
+                   default_status=DefaultSensorStatus.RUNNING,
+                   description="Rebuild the leaderboard after every finished evaluation.")
+def leaderboard_sensor(context: RunStatusSensorContext):
+    return RunRequest(run_key=f"leaderboard-after-{context.dagster_run.run_id}",
+                      tags={"dagster/priority": "5"})
+
+
+@run_failure_sensor(monitored_jobs=[evaluate_submission], minimum_interval_seconds=2,
+                    default_status=DefaultSensorStatus.RUNNING,
+                    description="A run that broke (platform error) still gives its submission a terminal status.")
+def platform_failure_sensor(context: RunFailureSensorContext) -> None:
+    sid = context.dagster_run.tags.get("arena/submission")
+    if not sid:
+        return
+    bucket = Bucket(StorageSettings.from_env().bucket)
+    current = bucket.status(sid) or {}
+    if current.get("status") not in TERMINAL:
+        message = context.failure_event.message or "run failed"
+        bucket.set_status(sid, "failed", "platform", detail=f"platform error: {message[:500]} "
+                          "(an operator can rerun it with `arena admin rerun`)")

@@ -1,0 +1,156 @@
+"""Start and stop the platform's services in the background (`make up` / `make down`).
+
+Each service runs in its own session (process group) so `down` can stop it and all its children by
+PID, whatever signals the service itself ignores. `up` returns once every service answers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lake.config import arena_home  # noqa: E402
+from orchestration.config import dagster_home, write_dagster_yaml  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def env_port(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def services() -> dict[str, dict]:
+    host = os.environ.get("ARENA_HOST", "127.0.0.1")
+    api, ui, st = env_port("ARENA_PORT", 8000), env_port("ARENA_DAGSTER_PORT", 3000), env_port("ARENA_STREAMLIT_PORT", 8501)
+    return {
+        "dagster-daemon": {"cmd": [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], "url": None},
+        "dagster-webserver": {"cmd": [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", host,
+                                      "-p", str(ui)], "url": f"http://{host}:{ui}/server_info"},
+        "intake": {"cmd": [str(BIN / "uvicorn"), "intake.app:app", "--host", host, "--port", str(api)],
+                   "url": f"http://{host}:{api}/healthz"},
+        "streamlit": {"cmd": [str(BIN / "streamlit"), "run", "dashboards/app.py", "--server.address", host,
+                              "--server.port", str(st), "--server.headless", "true",
+                              "--browser.gatherUsageStats", "false"],
+                      "url": f"http://{host}:{st}/_stcore/health"},
+    }
+
+
+def run_dir() -> Path:
+    d = arena_home() / "run"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def pid_of(name: str) -> int | None:
+    try:
+        pid = int((run_dir() / f"{name}.pid").read_text())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+
+
+def answers(url: str | None) -> bool:
+    if url is None:
+        return True
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status < 500
+    except Exception:
+        return False
+
+
+def _reset_signals() -> None:
+    # A service started from a script in the background inherits SIGINT ignored; restore defaults.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def up(timeout: float) -> int:
+    os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
+    write_dagster_yaml(Path(os.environ["DAGSTER_HOME"]))
+    logs = arena_home() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    from sandbox.engine import remove_leftovers
+    try:
+        if n := remove_leftovers():
+            print(f"removed {n} container(s) left by an earlier crash")
+    except Exception as exc:
+        print(f"warning: could not clean leftover containers: {exc}")
+    for name, svc in services().items():
+        if pid_of(name):
+            continue
+        log = open(logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(svc["cmd"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_reset_signals,
+                                env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        (run_dir() / f"{name}.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    waiting = dict(services())
+    while waiting and time.monotonic() < deadline:
+        for name in list(waiting):
+            if pid_of(name) is None:
+                print(f"{name} exited; see {logs / (name + '.log')}")
+                print((logs / f"{name}.log").read_text()[-3000:])
+                return 1
+            if answers(waiting[name]["url"]):
+                del waiting[name]
+        time.sleep(0.5)
+    if waiting:
+        print(f"not answering after {timeout:.0f} s: {', '.join(waiting)} (logs in {logs})")
+        return 1
+    for name, svc in services().items():
+        print(f"{name:18} pid {pid_of(name):<7} {svc['url'] or ''}")
+    return 0
+
+
+def down() -> int:
+    for name in services():
+        pid = pid_of(name)
+        if pid is None:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        for _ in range(50):
+            if pid_of(name) is None:
+                break
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        (run_dir() / f"{name}.pid").unlink(missing_ok=True)
+        print(f"stopped {name}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--timeout", type=float, default=180)
+    args = parser.parse_args()
+    if args.action == "up":
+        return up(args.timeout)
+    if args.action == "down":
+        return down()
+    for name, svc in services().items():
+        pid = pid_of(name)
+        print(f"{name:18} {'pid ' + str(pid) if pid else 'stopped':12} "
+              f"{'answers' if pid and answers(svc['url']) else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
