@@ -84,9 +84,18 @@ def leaderboard_table(rows: list[dict]) -> str:
 
 
 # -- commands -------------------------------------------------------------------------------------
+def upload_progress(sent: int, total: int) -> None:
+    """A one-line progress bar on stderr."""
+    width = 30
+    done = int(width * sent / total) if total else width
+    print(f"\ruploading [{'#' * done}{'.' * (width - done)}] {sent / 1024:.0f}/{total / 1024:.0f} KiB",
+          end="" if sent < total else "\n", file=sys.stderr, flush=True)
+
+
 def cmd_submit(args) -> int:
     with client() as c:
-        answer = c.submit(args.path, challenge=args.challenge)
+        answer = c.submit(args.path, challenge=args.challenge,
+                          on_progress=upload_progress if sys.stderr.isatty() else None)
         note = " (already submitted: same zip)" if answer.get("duplicate") else ""
         print(f"{answer['id']} {answer['status']}{note}")
         print(f"  web: {answer['urls']['web']}")

@@ -25,6 +25,25 @@ class ArenaError(Exception):
         self.code, self.message, self.details, self.status = code, message, details or [], status
 
 
+class ProgressReader:
+    """A file wrapper that reports (bytes sent, total) to a callback as httpx reads it."""
+
+    def __init__(self, fh, total: int, on_progress):
+        self.fh, self.total, self.sent, self.on_progress = fh, total, 0, on_progress
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.fh.read(size)
+        self.sent += len(chunk)
+        self.on_progress(self.sent, self.total)
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:   # lets httpx size the body up front
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+
 class ArenaClient:
     def __init__(self, url: str, token: str | None, timeout: float = 120.0,
                  transport: httpx.BaseTransport | None = None):
@@ -57,7 +76,7 @@ class ArenaClient:
                                  status=response.status_code) from None
         return response.json()
 
-    def submit(self, path: str | Path, challenge: str | None = None) -> dict:
+    def submit(self, path: str | Path, challenge: str | None = None, on_progress=None) -> dict:
         """Upload a zip, or a directory zipped deterministically (same files, same sha256)."""
         path = Path(path)
         data = {"challenge": challenge} if challenge else {}
@@ -68,15 +87,17 @@ class ArenaClient:
                     zip_path = zip_directory(path, Path(tmp) / f"{path.resolve().name}.zip")
                 except PackagingError as exc:
                     raise ArenaError("packaging", str(exc)) from exc
-                return self._upload(zip_path, data)
+                return self._upload(zip_path, data, on_progress)
         if not path.is_file():
             raise ArenaError("not_found", f"{path}: no such file or directory")
-        return self._upload(path, data)
+        return self._upload(path, data, on_progress)
 
-    def _upload(self, zip_path: Path, data: dict) -> dict:
+    def _upload(self, zip_path: Path, data: dict, on_progress=None) -> dict:
+        """`on_progress(sent, total)` is called as the zip's bytes are read into the request."""
         with open(zip_path, "rb") as fh:
-            return self._call("POST", "/api/v1/submissions", files={"file": (zip_path.name, fh, "application/zip")},
-                              data=data)
+            body = ProgressReader(fh, zip_path.stat().st_size, on_progress) if on_progress else fh
+            return self._call("POST", "/api/v1/submissions",
+                              files={"file": (zip_path.name, body, "application/zip")}, data=data)
 
     def status(self, sid: str) -> dict:
         return self._call("GET", f"/api/v1/submissions/{sid}")

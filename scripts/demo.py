@@ -33,6 +33,22 @@ def token_for(db: Database, name: str) -> str:
         return token
 
 
+def phase_split(timings: dict) -> str:
+    """Upload-to-score time split into queue wait, build, run and scoring, from the status events."""
+    from datetime import datetime
+    at = {k: datetime.fromisoformat(v.replace("Z", "+00:00")) for k, v in timings.items()}
+    end = next((at[k] for k in TERMINAL if k in at), None)
+    steps = [("queue wait", "queued", "building"), ("build", "building", "running"),
+             ("run", "running", "scoring"), ("scoring", "scoring", None)]
+    parts = []
+    for label, a, b in steps:
+        stop = at.get(b) if b else end
+        if a in at and stop is not None:
+            parts.append(f"{label} {(stop - at[a]).total_seconds():.1f} s")
+    total = (end - at["queued"]).total_seconds() if end and "queued" in at else None
+    return ", ".join(parts) + (f"; upload to score {total:.1f} s" if total is not None else "")
+
+
 def main() -> int:
     settings = Settings.from_env()
     url = os.environ.get("ARENA_URL", f"http://{settings.host}:{settings.port}")
@@ -55,6 +71,7 @@ def main() -> int:
                 m = (st.get("result") or {}).get("metrics") or {}
                 print(f"  {example:9} {st['status']:8} {st.get('reason') or '':9} "
                       f"tokens/s={m.get('tokens_per_second')} accuracy={m.get('accuracy')}")
+                print(f"            {phase_split(st.get('timings') or {})}")
                 del pending[example]
         if pending:
             time.sleep(3)

@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import func, select
 
 from intake.cli import main as arena_main
+from intake.client import ArenaClient
 from intake.models import Submission
 from lake.bucket import Marker
 
@@ -249,6 +250,16 @@ def test_cli_submit_status_logs_against_the_server(arena, make_source, tmp_path,
 
     assert arena_main(["status", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]) == 1
     assert capsys.readouterr().err.startswith("error: not_found: ")
+
+
+def test_client_reports_upload_progress_up_to_the_whole_zip(arena, make_source, tmp_path):
+    src = make_source(tmp_path / "mine")
+    seen = []
+    with ArenaClient(arena.url, arena.user("alice")) as client:
+        answer = client.submit(src, on_progress=lambda sent, total: seen.append((sent, total)))
+    assert answer["status"] == "queued"
+    assert seen and seen[-1][0] == seen[-1][1] > 0
+    assert [s for s, _ in seen] == sorted(s for s, _ in seen)
 
 
 def test_cli_prints_every_problem_and_exits_1(arena, make_source, tmp_path, monkeypatch, capsys):
