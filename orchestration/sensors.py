@@ -1,9 +1,12 @@
 """Sensors: intake markers -> one run per submission; finished runs -> leaderboard; broken runs ->
 a terminal status, so no accepted submission is left without one."""
 
+import os
+
 from dagster import (DagsterRunStatus, RunRequest, SensorEvaluationContext, SensorResult,
                      DefaultSensorStatus, RunFailureSensorContext, RunStatusSensorContext,
                      run_failure_sensor, run_status_sensor, sensor)
+from ulid import ULID
 
 from lake.bucket import TERMINAL, Bucket
 from lake.config import StorageSettings
@@ -12,6 +15,20 @@ from orchestration.jobs import evaluate_submission, refresh_leaderboard
 
 #: Operator reruns jump the queue; quick checks could use a value in between.
 RERUN_PRIORITY = 10
+
+
+def lookback_s() -> float:
+    """How far behind the newest marker seen the sensor keeps listing (ARENA_SENSOR_LOOKBACK_S)."""
+    return float(os.environ.get("ARENA_SENSOR_LOOKBACK_S", str(24 * 3600)))
+
+
+def listing_floor(cursor: str | None) -> str:
+    """The smallest submission id worth listing: a window behind the newest id seen. Ids are ULIDs,
+    so this is a time bound; a late marker inside the window is still new."""
+    if not cursor:
+        return ""
+    newest_ms = ULID.from_str(cursor).milliseconds
+    return str(ULID.from_timestamp(max(newest_ms / 1000 - lookback_s(), 0)))[:10]
 
 
 def run_tags(sid: str, queue: str, priority: int) -> dict[str, str]:
@@ -25,7 +42,8 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
     known = set(context.instance.get_dynamic_partitions(submissions_partitions.name))
     # The cursor only bounds how far back to list: a late marker (slow upload, second replica) has an
     # id older than newer ones, so list a window behind the newest id seen rather than after it.
-    new = [m for m in bucket.markers() if m.id not in known]
+    listed = list(bucket.markers(since_id=listing_floor(context.cursor)))
+    new = [m for m in listed if m.id not in known]
     requests = [RunRequest(run_key=m.id, partition_key=m.id, tags=run_tags(m.id, m.queue, m.priority))
                 for m in new]
     for rerun in bucket.reruns():
@@ -34,8 +52,9 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
             requests.append(RunRequest(run_key=rerun["key"], partition_key=marker.id,
                                        tags=run_tags(marker.id, marker.queue, RERUN_PRIORITY)
                                        | {"arena/rerun": rerun["key"]}))
+    newest = max([m.id for m in listed] + ([context.cursor] if context.cursor else []), default=None)
     return SensorResult(
-        run_requests=requests,
+        run_requests=requests, cursor=newest,
         dynamic_partitions_requests=[submissions_partitions.build_add_request([m.id for m in new])] if new else [],
     )
 

@@ -1,0 +1,73 @@
+"""The per-submission assets, materialized in-process against the real Docker engine and lake."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from dagster import materialize
+from ulid import ULID
+
+from intake.packaging import zip_directory
+from lake.bucket import Marker, utc_now
+from lake.config import StorageSettings
+from lake.leaderboard import read_leaderboard
+from lake.results import validate_result
+from lake.tables import Lake
+from orchestration.assets import evaluation, leaderboard, scores, submission_image
+from orchestration.resources import ArenaStorage, Sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.docker
+RESOURCES = {"storage": ArenaStorage(), "sandbox": Sandbox()}
+
+
+def submit(bucket, instance, source: Path, tmp_path: Path, user: str) -> str:
+    sid = str(ULID())
+    zip_file = zip_directory(source, tmp_path / f"{sid}.zip")
+    bucket.put_submission(Marker(id=sid, challenge="efficient-decode", user=user, sha256="0" * 64,
+                                 created_at=utc_now()), zip_file)
+    Lake(StorageSettings.from_env().lake).write_submission(
+        {"id": sid, "challenge": "efficient-decode", "user": user, "display_name": None,
+         "sha256": "0" * 64, "created_at": utc_now(), "size_bytes": zip_file.stat().st_size})
+    instance.add_dynamic_partitions("submissions", [sid])
+    return sid
+
+
+def test_a_failing_build_ends_failed_with_reason_build_and_its_log(bucket, instance, tmp_path):
+    sid = submit(bucket, instance, ROOT / "tests/fixtures/submissions/broken-build", tmp_path, "alice")
+    run = materialize([submission_image, evaluation, scores], partition_key=sid, instance=instance,
+                      resources=RESOURCES)
+    assert run.success   # the submission failed, the platform did not
+    status = bucket.status(sid)
+    assert (status["status"], status["reason"]) == ("failed", "build")
+    assert "docker build exited" in status["detail"]
+    assert "fails on purpose" in bucket.log_path(sid, "build").read_text()
+    result = Lake(StorageSettings.from_env().lake).read_result("efficient-decode", sid)
+    validate_result(result)
+    assert result["metrics"]["tokens_per_second"] is None
+
+
+def test_a_wrong_decoder_is_scored_rejected_and_listed_unranked(bucket, instance, tmp_path):
+    sid = submit(bucket, instance, ROOT / "examples/wrong", tmp_path, "bob")
+    run = materialize([submission_image, evaluation, scores], partition_key=sid, instance=instance,
+                      resources=RESOURCES)
+    assert run.success
+    status = bucket.status(sid)
+    assert (status["status"], status["reason"]) == ("rejected", "accuracy")
+    by_time = sorted(status["timings"], key=status["timings"].get)
+    assert by_time == ["queued", "building", "running", "scoring", "rejected"]
+    lake = Lake(StorageSettings.from_env().lake)
+    result = lake.read_result("efficient-decode", sid)
+    assert result["metrics"]["accuracy"] < 0.99 and result["metrics"]["tokens_per_second"] is None
+    requests = pq.read_table(lake.requests_dir("efficient-decode", sid, 1)).to_pylist()
+    assert {r["run"] for r in requests} == {"accuracy"} and len(requests) == len(
+        json.loads((ROOT / "challenges/efficient-decode/prompts.json").read_text())["prompts"]) + 24
+    assert (lake.evaluation_dir("efficient-decode", sid) / "loadgen/attempt=1/accuracy/mlperf_log_detail.txt").exists()
+    assert list(lake.telemetry_dir("efficient-decode", sid, 1).glob("*.parquet"))
+
+    assert materialize([leaderboard], instance=instance, resources=RESOURCES).success
+    rows = read_leaderboard(StorageSettings.from_env().lake, "efficient-decode")
+    assert [(r["participant"], r["rank"], r["status"], r["reason"]) for r in rows] == [
+        ("bob", None, "rejected", "accuracy")]
