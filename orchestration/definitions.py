@@ -4,11 +4,12 @@ from dagster import Definitions
 from orchestration.assets import evaluation, leaderboard, scores, submission_image
 from orchestration.jobs import evaluate_submission, refresh_leaderboard
 from orchestration.resources import ArenaStorage, Sandbox
-from orchestration.sensors import intake_sensor, leaderboard_sensor, platform_failure_sensor
+from orchestration.sensors import (cancelled_run_sensor, intake_sensor, leaderboard_sensor,
+                                   platform_failure_sensor)
 
 defs = Definitions(
     assets=[submission_image, evaluation, scores, leaderboard],
     jobs=[evaluate_submission, refresh_leaderboard],
-    sensors=[intake_sensor, leaderboard_sensor, platform_failure_sensor],
+    sensors=[intake_sensor, leaderboard_sensor, platform_failure_sensor, cancelled_run_sensor],
     resources={"storage": ArenaStorage(), "sandbox": Sandbox()},
 )

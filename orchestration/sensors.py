@@ -72,12 +72,23 @@ def leaderboard_sensor(context: RunStatusSensorContext):
                     default_status=DefaultSensorStatus.RUNNING,
                     description="A run that broke (platform error) still gives its submission a terminal status.")
 def platform_failure_sensor(context: RunFailureSensorContext) -> None:
-    sid = context.dagster_run.tags.get("arena/submission")
+    message = context.failure_event.message or "run failed"
+    close_unfinished(context.dagster_run.tags.get("arena/submission"), f"platform error: {message[:500]}")
+
+
+@run_status_sensor(run_status=DagsterRunStatus.CANCELED, monitored_jobs=[evaluate_submission],
+                   minimum_interval_seconds=2, default_status=DefaultSensorStatus.RUNNING,
+                   description="A run an operator cancelled still gives its submission a terminal status.")
+def cancelled_run_sensor(context: RunStatusSensorContext) -> None:
+    close_unfinished(context.dagster_run.tags.get("arena/submission"),
+                     f"run {context.dagster_run.run_id} was cancelled by an operator")
+
+
+def close_unfinished(sid: str | None, why: str) -> None:
+    """Give a submission whose run ended abnormally the terminal status failed/platform."""
     if not sid:
         return
     bucket = Bucket(StorageSettings.from_env().bucket)
-    current = bucket.status(sid) or {}
-    if current.get("status") not in TERMINAL:
-        message = context.failure_event.message or "run failed"
-        bucket.set_status(sid, "failed", "platform", detail=f"platform error: {message[:500]} "
-                          "(an operator can rerun it with `arena admin rerun`)")
+    if (bucket.status(sid) or {}).get("status") not in TERMINAL:
+        bucket.set_status(sid, "failed", "platform",
+                          detail=f"{why} (an operator can rerun it with `arena admin rerun {sid}`)")

@@ -71,3 +71,22 @@ def test_a_wrong_decoder_is_scored_rejected_and_listed_unranked(bucket, instance
     rows = read_leaderboard(StorageSettings.from_env().lake, "efficient-decode")
     assert [(r["participant"], r["rank"], r["status"], r["reason"]) for r in rows] == [
         ("bob", None, "rejected", "accuracy")]
+
+
+def test_a_run_that_breaks_still_leaves_a_terminal_status(bucket, instance, tmp_path):
+    from dagster import DagsterEventType, build_run_status_sensor_context
+    from orchestration.sensors import platform_failure_sensor, run_tags
+
+    sid = submit(bucket, instance, ROOT / "examples/wrong", tmp_path, "carol")
+    bucket.zip_path("efficient-decode", sid).unlink()      # the platform lost the upload
+    run = materialize([submission_image, evaluation, scores], partition_key=sid, instance=instance,
+                      resources=RESOURCES, raise_on_error=False, tags=run_tags(sid, "cpu", 0))
+    assert not run.success
+    failure = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_FAILURE).records[0]
+    context = build_run_status_sensor_context(
+        sensor_name="platform_failure_sensor", dagster_event=failure.event_log_entry.dagster_event,
+        dagster_instance=instance, dagster_run=instance.get_run_by_id(run.run_id)).for_run_failure()
+    platform_failure_sensor(context)
+    status = bucket.status(sid)
+    assert (status["status"], status["reason"]) == ("failed", "platform")
+    assert "arena admin rerun" in status["detail"]
