@@ -1,6 +1,9 @@
 """Decode Arena dashboards (Streamlit): leaderboard, per-run explorer, admin view.
 
-Reads the lake through DuckDB views (lake.views); never writes anything.
+    streamlit run dashboards/app.py      (scripts/services.py starts it on 127.0.0.1:8501)
+
+Reads the lake through DuckDB views (lake.views), the bucket, Docker and Dagster; never writes.
+Data access lives in dashboards/data.py; the pages in dashboards/screens/ only lay it out.
 """
 from __future__ import annotations
 
@@ -11,12 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
 
-from dashboards.pages import admin, explorer, leaderboard  # noqa: E402
+from dashboards.screens import admin, explorer, leaderboard  # noqa: E402
 
 st.set_page_config(page_title="Decode Arena", layout="wide")
+# The default page is served at "/" (Streamlit ignores a default page's url_path).
 page = st.navigation([
-    st.Page(leaderboard.render, title="Leaderboard", url_path="leaderboard", default=True),
-    st.Page(explorer.render, title="Run explorer", url_path="explorer"),
-    st.Page(admin.render, title="Admin", url_path="admin"),
+    st.Page(leaderboard.render, title="Leaderboard", icon=":material/leaderboard:", url_path="leaderboard",
+            default=True),
+    st.Page(explorer.render, title="Run explorer", icon=":material/query_stats:", url_path="explorer"),
+    st.Page(admin.render, title="Admin", icon=":material/monitor_heart:", url_path="admin"),
 ])
 page.run()

@@ -1,0 +1,181 @@
+"""Run explorer: one submission's result, its requests run by run, and the telemetry sampled around it.
+
+``?submission=<id>`` selects the submission, so links from the leaderboard (or a chat) open it directly.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboards import data
+from dashboards.format import METRICS, NOT_MEASURED, number, percent, text
+
+STATUS_BOX = {"success": st.success, "rejected": st.warning, "failed": st.error, "timeout": st.error}
+MIN_TICKS_FOR_CHARTS = 3
+TELEMETRY_CHARTS = (  # (column, title): drawn when the column has any value
+    ("cpu_percent", "CPU (% of one core)"), ("memory_MiB", "Memory working set (MiB)"), ("pids", "Processes"),
+    ("gpu_util_percent", "GPU utilisation (%)"), ("power_w", "GPU power (W)"),
+    ("dram_bw_GBs", "DRAM bandwidth (GB/s)"), ("gpu_memory_GiB", "GPU memory used (GiB)"),
+)
+
+
+def pick_submission(evals: pd.DataFrame) -> str | None:
+    ids = evals["submission_id"].tolist()
+    wanted = st.query_params.get("submission")
+    if wanted and wanted not in ids:
+        status = data.bucket().status(wanted)
+        if status:
+            st.info(f"Submission {wanted} has no evaluation yet: it is **{status['status']}** "
+                    f"(updated {status.get('updated_at', '?')}).")
+        else:
+            st.error(f"No submission {wanted} in the lake or the bucket.")
+    index = ids.index(wanted) if wanted in ids else 0
+    labels = dict(zip(evals["submission_id"], evals["label"]))
+    sid = st.selectbox("Submission", ids, index=index, format_func=labels.get)
+    if st.query_params.get("submission") != sid:
+        st.query_params["submission"] = sid    # the address bar now links to this submission
+    return sid
+
+
+def show_result(result: dict) -> None:
+    status, reason = result["status"], result["reason"]
+    meas, env = result["measurement"], result["environment"]
+    headline = f"**{status}**" + (f" — reason: **{reason}**" if reason else "")
+    if meas.get("valid") is False:
+        headline += " — LoadGen judged the measurement **invalid**"
+    STATUS_BOX.get(status, st.info)(headline + (f"\n\n{meas['detail']}" if meas.get("detail") else ""))
+
+    cols = st.columns(4)
+    for col, (key, label, fmt) in zip(cols, METRICS[:4]):
+        col.metric(label, fmt(result["metrics"].get(key)))
+    left, mid, right = st.columns(3)
+    with left:
+        st.markdown("**Metrics**")
+        st.table(pd.DataFrame([{"metric": label, "value": fmt(result["metrics"].get(key))}
+                               for key, label, fmt in METRICS if key in result["metrics"]]), hide_index=True)
+    with mid:
+        st.markdown("**Measurement**")
+        runs = meas.get("tokens_per_second_runs") or []
+        st.table(pd.DataFrame([
+            {"field": "engine", "value": text(meas.get("engine"))},
+            {"field": "scenario", "value": text(meas.get("scenario"))},
+            {"field": "valid", "value": {True: "yes", False: "no"}.get(meas.get("valid"), NOT_MEASURED)},
+            {"field": "timed repeats", "value": text(meas.get("repeats"))},
+            {"field": "tokens/s per repeat", "value": ", ".join(number(v, 1) for v in runs) or "—"},
+            {"field": "CV of tokens/s", "value": percent(meas.get("tokens_per_second_cv"), 1)},
+            {"field": "accuracy public / private", "value":
+                f"{percent(meas.get('accuracy_public'), 2)} / {percent(meas.get('accuracy_private'), 2)}"},
+        ]), hide_index=True)
+    with right:
+        st.markdown("**Environment**")
+        st.table(pd.DataFrame([{"field": k, "value": text(env.get(k))} for k in
+                               ("runtime", "base_image", "image_digest", "gpu", "host", "harness_version")]
+                              + [{"field": "started", "value": result["started_at"]},
+                                 {"field": "finished", "value": result["finished_at"]}]), hide_index=True)
+    with st.expander("Result JSON"):
+        st.json(result)
+
+
+def show_requests(sid: str, attempt: int) -> None:
+    stats = data.request_stats(sid, attempt)
+    st.subheader("Requests")
+    if stats.empty:
+        st.info("No request rows for this attempt (the run may have failed before the first request).")
+        return
+    st.caption("Per LoadGen run: the accuracy pass, the warm-up (sizing) runs and the timed repeats. "
+               "Timestamps are the harness's, taken on arrival.")
+    st.table(pd.DataFrame({
+        "Run": stats["run"], "Requests": stats["requests"].astype(int).astype(str),
+        "Tokens": stats["tokens"].astype(int).astype(str),
+        "Token accuracy": stats["token_accuracy"].map(lambda v: percent(v, 2)),
+        "TTFT p50 / p99 (ms)": [f"{number(a, 2)} / {number(b, 2)}" for a, b in
+                                zip(stats["ttft_p50_ms"], stats["ttft_p99_ms"])],
+        "TPOT p50 / p99 (ms)": [f"{number(a, 2)} / {number(b, 2)}" for a, b in
+                                zip(stats["tpot_p50_ms"], stats["tpot_p99_ms"])],
+        "Latency p50 / p99 (ms)": [f"{number(a, 1)} / {number(b, 1)}" for a, b in
+                                   zip(stats["latency_p50_ms"], stats["latency_p99_ms"])],
+        "Span (s)": stats["span_s"].map(lambda v: number(v, 2)),
+    }), hide_index=True)
+    req = data.requests(sid, attempt).dropna(subset=["latency_ms"])
+    if len(req):
+        st.markdown("**Latency over time** (each dot one request, by the time it was sent)")
+        st.scatter_chart(req, x="sent_ms", y="latency_ms", color="run", x_label="ms since the first request",
+                         y_label="latency (ms)", height=280)
+
+
+def show_telemetry(sid: str, attempt: int) -> None:
+    st.subheader("Telemetry")
+    tel = data.telemetry(sid, attempt)
+    if tel.empty:
+        st.info("No telemetry rows for this attempt.")
+        return
+    replayed = int((tel["source"] == "replay").sum())
+    if replayed:
+        st.warning(f"Replayed trace, not measured: {replayed} of {len(tel)} telemetry rows have "
+                   f"source = 'replay'. They come from a recorded or synthetic GPU trace, never reach a "
+                   f"leaderboard, and say nothing about this submission's hardware use.",
+                   icon=":material/warning:")
+    sources = ", ".join(f"{s} ({n} rows)" for s, n in tel["source"].value_counts().sort_index().items())
+    interval = _interval(tel)
+    st.caption("Sampled by the sidecar from outside the container"
+               + (f", every {interval}" if interval else "") + f"; sources: {sources}.")
+    tel = tel.assign(series=tel["source"] + " · " + tel["device"])
+    shown = [(c, title) for c, title in TELEMETRY_CHARTS if tel[c].notna().any()]
+    if tel["t_s"].nunique() < MIN_TICKS_FOR_CHARTS:
+        # Too few passes to draw a line (the run ended within a tick or two): show the values.
+        st.table(pd.DataFrame({"t (s)": tel["t_s"].map(lambda v: number(v, 2)), "series": tel["series"],
+                               **{title: tel[c].map(lambda v, d=0 if c == "pids" else 1: number(v, d))
+                                  for c, title in shown}}),
+                 hide_index=True)
+        return
+    for row in range(0, len(shown), 2):
+        for col, (column, title) in zip(st.columns(2), shown[row:row + 2]):
+            with col:
+                st.markdown(f"**{title}**")
+                st.line_chart(tel.dropna(subset=[column]), x="t_s", y=column, color="series",
+                              x_label="seconds", y_label="", height=220)
+
+
+def _interval(tel: pd.DataFrame) -> str | None:
+    ticks = tel["t_s"].drop_duplicates().sort_values().diff().dropna()
+    return f"{ticks.median():.2f} s" if len(ticks) else None
+
+
+def show_logs(challenge: str, sid: str) -> None:
+    st.subheader("Logs")
+    root, files = data.loadgen_logs(challenge, sid)
+    if files:
+        st.markdown("LoadGen summary and detail logs, kept with the evaluation in the lake:")
+        st.code(str(root), language=None)
+        st.caption(", ".join(str(p.relative_to(root)) for p in files))
+        summary = next((p for p in files if p.name == "mlperf_log_summary.txt"), None)
+        if summary is not None:
+            with st.expander(f"{summary.relative_to(root)}"):
+                st.code(summary.read_text(errors="replace")[:20_000], language=None)
+    else:
+        st.markdown(f"LoadGen logs: none kept for this submission (they would be under `{root}`).")
+    b = data.bucket()
+    logs = [f"`{b.log_path(sid, phase)}`" for phase in ("build", "run") if b.log_path(sid, phase).exists()]
+    st.markdown("Build and run logs (bucket): " + (", ".join(logs) if logs else "none kept."))
+
+
+def render() -> None:
+    st.title("Run explorer")
+    evals = data.evaluations()
+    if evals.empty:
+        st.info("No evaluations yet.")
+        return
+    sid = pick_submission(evals)
+    row = evals.set_index("submission_id").loc[sid]
+    result = data.result(row["challenge"], sid)
+    if result is None:
+        st.error(f"The result JSON of {sid} is missing from the lake.")
+    else:
+        show_result(result)
+    found = data.attempts(sid)
+    attempt = int(row["attempt"]) if pd.notna(row["attempt"]) else (found[-1] if found else 1)
+    if len(found) > 1:
+        attempt = st.selectbox("Attempt", found, index=found.index(attempt) if attempt in found else len(found) - 1)
+    show_requests(sid, attempt)
+    show_telemetry(sid, attempt)
+    show_logs(row["challenge"], sid)

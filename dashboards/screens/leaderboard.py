@@ -1,0 +1,89 @@
+"""Leaderboard: ranked rows first (fastest first), then participants with no ranked evaluation and why."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from challenges import challenge_names
+from dashboards import data
+from dashboards.format import NOT_MEASURED, number, percent, text
+
+
+def explorer_link(label: str, sid: str) -> str:
+    # st.table renders Markdown in cells; a relative link keeps working behind a base URL path.
+    label = label.replace("[", "(").replace("]", ")").replace("|", "/")
+    return f"[{label}](explorer?submission={sid})"
+
+
+def ranked_table(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "Rank": df["rank"].astype(int).astype(str),
+        "Submission": [explorer_link(text(n), s) for n, s in zip(df["display_name"], df["submission_id"])],
+        "Participant": df["participant"].map(text),
+        "Tokens/s": df["tokens_per_second"].map(lambda v: number(v, 1)),
+        "Latency p99 (ms)": df["latency_p99_ms"].map(lambda v: number(v, 1)),
+        "TTFT p50 (ms)": df["ttft_p50_ms"].map(lambda v: number(v, 2)),
+        "TPOT p50 (ms)": df["tpot_p50_ms"].map(lambda v: number(v, 2)),
+        "Accuracy": df["accuracy"].map(lambda v: percent(v, 2)),
+        "CV": df["tokens_per_second_cv"].map(lambda v: percent(v, 1)),
+        "Runtime": df["runtime"].map(text),
+        "Peak mem BW (GB/s)": df["peak_memory_bw_GBs"].map(lambda v: number(v, 1)),
+        "Energy (J)": df["energy_joules"].map(lambda v: number(v, 1)),
+    })
+
+
+def unranked_table(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "Submission": [explorer_link(text(n), s) for n, s in zip(df["display_name"], df["submission_id"])],
+        "Participant": df["participant"].map(text),
+        "Status": df["status"].map(text),
+        "Reason": df["reason"].map(text),
+        "Tokens/s": df["tokens_per_second"].map(lambda v: number(v, 1)),
+        "Accuracy": df["accuracy"].map(lambda v: percent(v, 2)),
+        "Submitted": df["submitted_at"].map(lambda v: text(v)[:19].replace("T", " ")),
+    })
+
+
+def render() -> None:
+    st.title("Leaderboard")
+    names = sorted(set(challenge_names()) | set(data.challenges_in_lake()))
+    if not names:
+        st.info("No challenge is defined yet.")
+        return
+    challenge = st.selectbox("Challenge", names, index=names.index("efficient-decode")
+                             if "efficient-decode" in names else 0)
+    df = data.leaderboard(challenge)
+    if df.empty or "submission_id" not in df:
+        st.info("No leaderboard yet: it appears after the first evaluation of this challenge is scored.")
+        return
+    ranked, unranked = df[df["rank"].notna()], df[df["rank"].isna()]
+
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Ranked", len(ranked))
+    c2.metric("Not ranked", len(unranked))
+    if len(ranked):
+        top = ranked.iloc[0]
+        c3.metric("Best tokens/s", number(top["tokens_per_second"], 1), help=f"{top['display_name']}")
+
+    st.subheader(f"Ranked ({len(ranked)})")
+    if len(ranked):
+        st.table(ranked_table(ranked), hide_index=True)
+        chart = ranked[["display_name", "tokens_per_second"]].rename(
+            columns={"display_name": "submission", "tokens_per_second": "tokens/s"})
+        st.bar_chart(chart, x="submission", y="tokens/s", horizontal=True, sort="-tokens/s", x_label="",
+                     y_label="tokens/s",
+                     height=60 + 32 * len(chart))
+    else:
+        st.write("No successful, valid evaluation yet.")
+
+    if len(unranked):
+        st.subheader(f"Not ranked ({len(unranked)})")
+        st.caption("Each participant's latest submission that did not make the board: rejected (wrong tokens), "
+                   "failed (build, protocol, crash, oom), timed out, or an invalid measurement.")
+        st.table(unranked_table(unranked), hide_index=True)
+
+    built = data.leaderboard_built_at(challenge)
+    st.caption(f"Best successful, valid evaluation per participant, ranked by tokens/s. Metrics are measured "
+               f"from outside the container (MLPerf LoadGen, telemetry sidecar); “{NOT_MEASURED}” means the "
+               f"host could not measure it, never zero. CV: coefficient of variation of tokens/s over the "
+               f"timed repeats." + (f" Built {built:%Y-%m-%d %H:%M:%S} UTC." if built else ""))
