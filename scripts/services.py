@@ -38,7 +38,7 @@ def services() -> dict[str, dict]:
                    "url": f"http://{host}:{api}/healthz"},
         "streamlit": {"cmd": [str(BIN / "streamlit"), "run", "dashboards/app.py", "--server.address", host,
                               "--server.port", str(st), "--server.headless", "true",
-                              "--browser.gatherUsageStats", "false"],
+                              "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"],
                       "url": f"http://{host}:{st}/_stcore/health"},
     }
 
