@@ -1,6 +1,7 @@
 """Build a submission's image: its own files only as context, network for pip, no secrets, capped."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +15,12 @@ from typing import Callable
 
 from sandbox.config import SandboxSettings
 from sandbox.engine import LABEL, client
+
+
+#: Where the Docker engine is: the only host variables the docker CLI of a build sees (no
+#: credentials: the build pulls nothing, and DOCKER_CONFIG is an empty directory).
+ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+BUILD_LINE_CHUNK = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -57,16 +64,25 @@ def build_image(context: Path, tag: str, settings: SandboxSettings,
                 labels: dict[str, str] | None = None) -> BuildResult:
     """`docker build` the context, streaming each log line to `on_line` as it happens.
 
-    The build has network (bridge) for `pip install` but no build args, no secrets and no mounts.
-    A build over the time limit is killed; an image over the size cap is removed.
+    The build has network (bridge) for `pip install` but no build args, no secrets and no mounts;
+    the docker CLI gets no environment from the host beyond where the engine is. Each RUN step is
+    held to `build_memory_bytes` (no swap) and the sandbox's cpuset. A build over the time limit is
+    killed; an image over the size cap is removed. Log lines are read in bounded chunks: a step that
+    prints gigabytes without a newline costs the host no memory.
     """
     started = time.monotonic()
     base = first_base_image(context / "Dockerfile") if (context / "Dockerfile").exists() else None
     label_args = [a for k, v in {LABEL: "1", **(labels or {})}.items() for a in ("--label", f"{k}={v}")]
+    limits = ["--memory", str(settings.build_memory_bytes), "--memory-swap", str(settings.build_memory_bytes)]
+    if settings.cpuset:
+        limits += ["--cpuset-cpus", settings.cpuset]
     cmd = ["docker", "build", "--rm", "--force-rm", "--network", "bridge", "--pull=false",
-           *label_args, "-t", tag, str(context)]
+           *limits, *label_args, "-t", tag, str(context)]
+    engine_env = {k: v for k, v in os.environ.items() if k in ENGINE_VARIABLES}
+    no_config = tempfile.mkdtemp(prefix="arena-docker-config-")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "DOCKER_BUILDKIT": "0"})
+                            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "DOCKER_BUILDKIT": "0",
+                                 "DOCKER_CONFIG": no_config, **engine_env})
     timed_out = threading.Event()
 
     def kill_on_deadline():
@@ -80,12 +96,12 @@ def build_image(context: Path, tag: str, settings: SandboxSettings,
     watchdog.start()
     logged = 0
     assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode("utf-8", errors="replace").rstrip("\n")
+    while raw := proc.stdout.readline(BUILD_LINE_CHUNK):
         logged += len(raw)
         if logged <= settings.build_log_cap_bytes:
-            on_line(line)
+            on_line(raw.decode("utf-8", errors="replace").rstrip("\n"))
     rc = proc.wait()
+    shutil.rmtree(no_config, ignore_errors=True)
     seconds = time.monotonic() - started
     if logged > settings.build_log_cap_bytes:
         on_line(f"[arena] build log truncated: {logged} bytes, cap {settings.build_log_cap_bytes}")

@@ -9,15 +9,27 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def default_cpuset() -> str:
+    """The host's last CPU: evaluations run pinned there, away from CPU 0 where the kernel, Docker
+    and the harness itself are busiest, so every submission sees the same core."""
+    return str(max(os.sched_getaffinity(0)))
+
+
 @dataclass(frozen=True)
 class SandboxSettings:
-    """Every limit of the sandbox. `from_env` reads the ARENA_SANDBOX_* variables documented in the README."""
+    """Every limit of the sandbox. `from_env` reads the ARENA_SANDBOX_* variables documented in the README.
+
+    CPU placement: the container gets `cpus` cores of quota and is pinned to `cpuset` (Docker's
+    `--cpuset-cpus` syntax, e.g. "3" or "2-3"). By default that is the host's last CPU, so that a
+    measurement always runs on the same core; set ARENA_SANDBOX_CPUSET to choose others (one set per
+    device queue on a bigger host), or ARENA_SANDBOX_CPUSET=none to not pin at all.
+    """
     runtime: str = "auto"                # auto | runsc | runc
     user: str = "10001:10001"            # non-root uid:gid inside the container
     memory_bytes: int = 2 << 30          # memory limit (swap disabled: memswap = memory)
     pids_limit: int = 256
     cpus: float = 1.0                    # CPU quota, in cores
-    cpuset: str | None = None            # e.g. "1": pin the container to these CPUs
+    cpuset: str | None = field(default_factory=default_cpuset)   # e.g. "1"; None: not pinned
     tmpfs_bytes: int = 64 << 20          # size of the /tmp tmpfs
     load_timeout_s: float = 60.0         # container start -> {"ready": true}
     run_timeout_s: float = 600.0         # wall clock for the whole evaluation session
@@ -25,6 +37,8 @@ class SandboxSettings:
     max_image_bytes: int = 4 << 30
     stderr_cap_bytes: int = 1 << 20      # run-log bytes kept from the container's stderr
     build_log_cap_bytes: int = 4 << 20
+    build_memory_bytes: int = 4 << 30    # memory of each RUN step of the build (swap disabled)
+    nofile: int = 4096                   # open files per process in the container
     gpus: tuple[str, ...] = field(default_factory=tuple)   # GPU device ids requested explicitly
 
     @classmethod
@@ -35,14 +49,22 @@ class SandboxSettings:
             memory_bytes=int(_env("ARENA_SANDBOX_MEMORY_BYTES", str(2 << 30))),
             pids_limit=int(_env("ARENA_SANDBOX_PIDS", "256")),
             cpus=float(_env("ARENA_SANDBOX_CPUS", "1.0")),
-            cpuset=_env("ARENA_SANDBOX_CPUSET", "") or None,
+            cpuset=_cpuset(_env("ARENA_SANDBOX_CPUSET", "")),
             tmpfs_bytes=int(_env("ARENA_SANDBOX_TMPFS_BYTES", str(64 << 20))),
             load_timeout_s=float(_env("ARENA_SANDBOX_LOAD_TIMEOUT_S", "60")),
             run_timeout_s=float(_env("ARENA_SANDBOX_RUN_TIMEOUT_S", "600")),
             build_timeout_s=float(_env("ARENA_SANDBOX_BUILD_TIMEOUT_S", "600")),
             max_image_bytes=int(_env("ARENA_SANDBOX_MAX_IMAGE_BYTES", str(4 << 30))),
+            stderr_cap_bytes=int(_env("ARENA_SANDBOX_STDERR_CAP_BYTES", str(1 << 20))),
+            build_memory_bytes=int(_env("ARENA_SANDBOX_BUILD_MEMORY_BYTES", str(4 << 30))),
             gpus=gpus,
         )
 
     def with_(self, **changes) -> "SandboxSettings":
         return replace(self, **changes)
+
+
+def _cpuset(value: str) -> str | None:
+    if value.strip().lower() == "none":
+        return None
+    return value.strip() or default_cpuset()

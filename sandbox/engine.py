@@ -29,14 +29,26 @@ def resolve_runtime(requested: str) -> str:
     return requested
 
 
-def remove_leftovers(older_than_s: float = 0) -> int:
-    """Remove containers the platform left behind (a crash of the platform itself). Returns the count."""
+def remove_leftovers(older_than_s: float = 0, labels: dict[str, str] | None = None) -> int:
+    """Remove what a crash of the platform itself left behind: every container carrying LABEL (and
+    `labels`, to narrow it down) created at least `older_than_s` ago, with its anonymous volumes, and
+    the dangling images of builds that never finished. Call it at startup. Returns the containers removed."""
     import time
-    from datetime import datetime
+    from datetime import datetime, timezone
+
+    import docker.errors
+    wanted = [LABEL] + [f"{k}={v}" for k, v in (labels or {}).items()]
     removed = 0
-    for c in client().containers.list(all=True, filters={"label": LABEL}):
-        created = datetime.fromisoformat(c.attrs["Created"][:26].rstrip("Z")).timestamp()
-        if time.time() - created >= older_than_s:
-            c.remove(force=True)
-            removed += 1
+    for c in client().containers.list(all=True, filters={"label": wanted}):
+        created = datetime.fromisoformat(c.attrs["Created"][:26].rstrip("Z")).replace(tzinfo=timezone.utc)
+        if time.time() - created.timestamp() >= older_than_s:
+            try:
+                c.remove(force=True, v=True)
+                removed += 1
+            except docker.errors.NotFound:
+                pass   # removed meanwhile by its own evaluation
+    try:
+        client().images.prune(filters={"dangling": True, "label": wanted})
+    except docker.errors.APIError:
+        pass   # a prune already running elsewhere; the next startup does it
     return removed

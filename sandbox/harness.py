@@ -52,6 +52,7 @@ class DecoderSession:
         self.error: str | None = None
         self.error_kind: str | None = None           # protocol | crash | timeout
         self.eof = threading.Event()
+        self.exit_expected = False                   # set once the harness closes stdin on purpose
         self.inflight: dict[str, RequestRecord] = {}
         self.completed: dict[str, RequestRecord] = {}
         self.on_first_token = on_first_token
@@ -110,7 +111,13 @@ class DecoderSession:
                 self.fail("crash", f"container exited with {len(self.inflight)} request(s) unfinished")
             elif not self.ready.is_set():
                 self.fail("crash", "container exited before {\"ready\": true}")
+            elif not self.exit_expected:   # between two runs: the next query would wait forever
+                self.fail("crash", "container exited before the evaluation was over")
         self.eof.set()
+
+    def expect_exit(self) -> None:
+        """The harness is done with the container: its exit from now on is no crash."""
+        self.exit_expected = True
 
     def fail(self, kind: str, message: str) -> None:
         """Record the first fatal error and release everything that waits on the container."""

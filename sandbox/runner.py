@@ -24,6 +24,7 @@ import docker.errors
 from sandbox.config import SandboxSettings
 from sandbox.engine import LABEL, client, resolve_runtime
 from sandbox.protocol import MAX_LINE_BYTES
+from sandbox.seccomp import profile_json as seccomp_profile
 
 MODEL_MOUNT = "/arena/model"
 
@@ -43,8 +44,8 @@ class SandboxedContainer:
     runtime: str
     settings: SandboxSettings
     started_ns: int = 0
-    stderr_log: list[str] = field(default_factory=list)
-    stderr_bytes: int = 0
+    stderr_log: bytearray = field(default_factory=bytearray)    # the first stderr_cap_bytes
+    stderr_bytes: int = 0                                        # all stderr bytes, kept or not
     killed_reason: str | None = None
     _sock: socket.socket | None = None
     _outbox: "queue.Queue[bytes | None]" = field(default_factory=queue.Queue)
@@ -110,11 +111,11 @@ class SandboxedContainer:
             on_eof()
 
     def _keep_stderr(self, payload: bytes) -> None:
+        # Constant work per frame: a flood of tiny writes must not cost the host quadratic time.
         self.stderr_bytes += len(payload)
-        cap = self.settings.stderr_cap_bytes
-        kept = sum(len(s) for s in self.stderr_log)
-        if kept < cap:
-            self.stderr_log.append(payload[: cap - kept].decode("utf-8", errors="replace"))
+        room = self.settings.stderr_cap_bytes - len(self.stderr_log)
+        if room > 0:
+            self.stderr_log += payload[:room]
 
     # -- lifecycle -------------------------------------------------------------------------
     def kill(self, reason: str) -> None:
@@ -142,7 +143,7 @@ class SandboxedContainer:
 
     @property
     def stderr_text(self) -> str:
-        text = "".join(self.stderr_log)
+        text = self.stderr_log.decode("utf-8", errors="replace")
         if self.stderr_bytes > self.settings.stderr_cap_bytes:
             text += f"\n[arena] stderr truncated: {self.stderr_bytes} bytes, cap {self.settings.stderr_cap_bytes}\n"
         return text
@@ -159,19 +160,30 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 
 def container_config(image: str, settings: SandboxSettings, runtime: str, model_dir: Path | None,
-                     labels: dict[str, str]) -> dict:
-    """The docker-py create() arguments: every isolation setting in one place."""
+                     labels: dict[str, str], image_volumes: tuple[str, ...] = ()) -> dict:
+    """The docker-py create() arguments: every isolation setting in one place.
+
+    `image_volumes` are the VOLUME paths the image declares: Docker would back each with a fresh,
+    writable, unlimited anonymous volume, so each gets an empty read-only tmpfs instead, and the
+    model stays the only mount from the host."""
+    tmpfs = {"/tmp": f"rw,nosuid,nodev,noexec,size={settings.tmpfs_bytes}"}
+    tmpfs |= {path: "ro,nosuid,nodev,noexec,size=4096" for path in image_volumes if path != "/tmp"}
     cfg = dict(
         image=image, stdin_open=True, tty=False, detach=True,
-        network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+        network_mode="none", cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true", f"seccomp={seccomp_profile()}"],
         user=settings.user, read_only=True,
-        tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={settings.tmpfs_bytes}"},
+        tmpfs=tmpfs,
         mem_limit=settings.memory_bytes, memswap_limit=settings.memory_bytes,
         pids_limit=settings.pids_limit, nano_cpus=int(settings.cpus * 1e9),
         runtime=runtime, labels={LABEL: "1", **labels},
         environment={"ARENA_MODEL_DIR": MODEL_MOUNT, "HOME": "/tmp", "PYTHONUNBUFFERED": "1"},
         ipc_mode="none" if runtime == "runc" else None, hostname="sandbox",
         log_config={"type": "none"},
+        healthcheck={"test": ["NONE"]},     # an image's HEALTHCHECK would exec into the container
+        ulimits=[docker.types.Ulimit(name="nofile", soft=settings.nofile, hard=settings.nofile),
+                 docker.types.Ulimit(name="core", soft=0, hard=0)],
+        privileged=False, devices=[],
     )
     if settings.cpuset:
         cfg["cpuset_cpus"] = settings.cpuset
@@ -191,8 +203,9 @@ def run_sandboxed(image: str, settings: SandboxSettings, *, model_dir: Path | No
                   labels: dict[str, str] | None = None) -> Iterator[SandboxedContainer]:
     """Start `image` under the sandbox and yield it; the container is removed on exit, always."""
     runtime = resolve_runtime(settings.runtime)
+    volumes = tuple((client().images.get(image).attrs.get("Config") or {}).get("Volumes") or {})
     container = client().containers.create(
-        **container_config(image, settings, runtime, model_dir, labels or {}))
+        **container_config(image, settings, runtime, model_dir, labels or {}, volumes))
     box = SandboxedContainer(container=container, runtime=runtime, settings=settings)
     try:
         sock = client().api.attach_socket(container.id, params={
@@ -210,12 +223,15 @@ def run_sandboxed(image: str, settings: SandboxSettings, *, model_dir: Path | No
     finally:
         box.close_stdin()
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
-        except docker.errors.APIError:
+        except docker.errors.APIError:   # e.g. "removal already in progress"; one more try
             time.sleep(1)
-            container.remove(force=True)
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
         if box._sock is not None:
             try:
                 box._sock.close()
