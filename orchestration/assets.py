@@ -5,18 +5,23 @@ Anything a submission does wrong ends as data (a terminal status with a reason),
 Dagster run; a failed run means the platform itself broke (see sensors.platform_failure_sensor).
 """
 
+import platform
 import secrets
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import (AssetExecutionContext, DynamicPartitionsDefinition, MetadataValue, Output, asset)
+from dagster import AssetExecutionContext, DynamicPartitionsDefinition, MetadataValue, Output, asset
 
-from challenges import load_challenge
+from challenges import challenge_names, load_challenge
 from lake.leaderboard import build_leaderboard
-from sandbox.build import build_submission_zip
-from sandbox.evaluate import Workload, evaluate_image
-from orchestration.resources import ArenaStorage, Sandbox
+from lake.results import empty_metrics
 from lake.tables import REQUESTS_SCHEMA
+from orchestration.resources import ArenaStorage, Sandbox
+from sandbox import __version__ as HARNESS_VERSION
+from sandbox.build import build_submission_zip, remove_image
+from sandbox.engine import SUBMISSION_LABEL
+from sandbox.evaluate import Workload, evaluate_image, utc_iso
 from sandbox.telemetry import Sidecar
 
 submissions_partitions = DynamicPartitionsDefinition(name="submissions")
@@ -44,7 +49,7 @@ def submission_image(context: AssetExecutionContext, storage: ArenaStorage, sand
         bucket.append_log(sid, "build", line)
 
     result = build_submission_zip(bucket.zip_path(marker.challenge, sid), tag, sandbox.settings(), on_line,
-                                  labels={"org.decode-arena.submission": sid})
+                                  labels={SUBMISSION_LABEL: sid})
     bucket.append_log(sid, "build", f"[arena] build {'succeeded' if result.ok else 'failed'} "
                                     f"in {result.seconds:.1f} s" + (f": {result.error}" if result.error else ""))
     value = {"ok": result.ok, "tag": tag, "image_id": result.image_id, "size_bytes": result.size_bytes,
@@ -52,6 +57,14 @@ def submission_image(context: AssetExecutionContext, storage: ArenaStorage, sand
              "challenge": marker.challenge}
     return Output(value, metadata={"ok": result.ok, "build_seconds": result.seconds,
                                    "image_id": result.image_id or "", "error": result.error or ""})
+
+
+@contextmanager
+def removing_image(tag: str):
+    try:
+        yield
+    finally:
+        remove_image(tag)
 
 
 @asset(partitions_def=submissions_partitions, group_name="submission",
@@ -70,7 +83,8 @@ def evaluation(context: AssetExecutionContext, storage: ArenaStorage, sandbox: S
     log_path.unlink(missing_ok=True)
     settings = sandbox.settings()
     workload = Workload.for_challenge(challenge, private_seed=secrets.randbits(63))
-    with tempfile.TemporaryDirectory(prefix="arena-loadgen-") as tmp:
+    # The image is used once: removed after the run, whatever happens (a rerun builds it again).
+    with tempfile.TemporaryDirectory(prefix="arena-loadgen-") as tmp, removing_image(submission_image["tag"]):
         ev = evaluate_image(
             submission_image["tag"], submission_id=sid, challenge=challenge.name, workload=workload,
             model_dir=challenge.model_dir(storage.models_dir()), settings=settings, log_root=Path(tmp),
@@ -106,24 +120,20 @@ def scores(context: AssetExecutionContext, storage: ArenaStorage, submission_ima
 
 
 def build_failure_result(sid: str, image: dict) -> dict:
-    from lake.results import empty_metrics
-    from sandbox import __version__
-    from sandbox.evaluate import utc_iso
-    import platform
+    """The result of a submission that never ran: every metric unmeasured."""
     now = utc_iso()
     return {"schema_version": 1, "submission_id": sid, "challenge": image["challenge"],
             "status": "failed", "reason": "build", "metrics": empty_metrics(),
             "measurement": {"engine": "none", "scenario": "offline", "valid": None, "repeats": 0,
                             "tokens_per_second_cv": None, "detail": image["error"]},
             "environment": {"runtime": None, "image_digest": None, "base_image": image["base_image"],
-                            "gpu": None, "host": platform.node(), "harness_version": __version__},
+                            "gpu": None, "host": platform.node(), "harness_version": HARNESS_VERSION},
             "started_at": now, "finished_at": now}
 
 
 @asset(group_name="leaderboard", deps=[scores],
        description="Best successful, valid evaluation per participant, per challenge (DuckDB over the lake).")
 def leaderboard(context: AssetExecutionContext, storage: ArenaStorage) -> Output[dict]:
-    from challenges import challenge_names
     lake_root = storage.settings().lake
     sizes = {}
     for name in challenge_names():

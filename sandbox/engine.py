@@ -7,6 +7,8 @@ import docker
 
 #: Every container and image the platform makes carries this label, so cleanup can find them.
 LABEL = "org.decode-arena.managed"
+#: Images built from a submission carry this label too (its value is the submission id).
+SUBMISSION_LABEL = "org.decode-arena.submission"
 
 
 @lru_cache(maxsize=1)
@@ -51,4 +53,12 @@ def remove_leftovers(older_than_s: float = 0, labels: dict[str, str] | None = No
         client().images.prune(filters={"dangling": True, "label": wanted})
     except docker.errors.APIError:
         pass   # a prune already running elsewhere; the next startup does it
+    # submission images outlive their evaluation only when the platform died in between
+    for image in client().images.list(filters={"label": wanted + [SUBMISSION_LABEL]}):
+        created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z")).replace(tzinfo=timezone.utc)
+        if time.time() - created.timestamp() >= older_than_s:
+            try:
+                client().images.remove(image.id, force=False)
+            except docker.errors.APIError:
+                pass   # in use by a running build or evaluation: not a leftover
     return removed

@@ -19,6 +19,7 @@ import numpy as np
 
 from sandbox import __version__ as HARNESS_VERSION
 from sandbox.config import SandboxSettings
+from sandbox.engine import SUBMISSION_LABEL
 from sandbox.harness import DecoderSession, LoadSettings, RequestRecord, ScenarioRun, run_loadgen
 from sandbox.runner import ContainerExit, run_sandboxed
 
@@ -158,7 +159,7 @@ def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: 
 
     with run_sandboxed(image, settings, model_dir=model_dir, on_line=session.on_line,
                        on_overflow=session.on_overflow, on_eof=session.on_eof,
-                       labels={"org.decode-arena.submission": submission_id}) as box:
+                       labels={SUBMISSION_LABEL: submission_id}) as box:
         runtime = box.runtime
         on_log(f"[arena] container started (runtime {runtime})")
         if telemetry_start is not None:

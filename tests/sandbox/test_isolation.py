@@ -13,7 +13,7 @@ import pytest
 
 from sandbox.build import build_image, remove_image
 from sandbox.config import SandboxSettings, default_cpuset
-from sandbox.engine import LABEL, client, remove_leftovers, resolve_runtime
+from sandbox.engine import LABEL, SUBMISSION_LABEL, client, remove_leftovers, resolve_runtime
 from sandbox.runner import MODEL_MOUNT, run_sandboxed
 from sandbox_workloads import SESSION
 
@@ -146,3 +146,13 @@ def test_leftovers_of_a_killed_platform_are_removed(calibrated, tmp_path):
     assert [c.id for c in client().containers.list(all=True, filters=mine)] == [running[0].id]
     assert remove_leftovers(labels={"org.decode-arena.submission": submission}) == 1
     assert client().containers.list(all=True, filters=mine) == []
+
+
+def test_a_submission_image_left_by_a_dead_platform_is_removed_at_startup(tmp_path):
+    submission = f"orphan-image-{SESSION}"
+    (tmp_path / "Dockerfile").write_text("FROM arena/python-cpu:1\nCMD [\"true\"]\n")
+    tag = f"arena-sub/{submission}:latest"
+    built = build_image(tmp_path, tag, SandboxSettings(), labels={SUBMISSION_LABEL: submission})
+    assert built.ok, built.error
+    remove_leftovers(labels={SUBMISSION_LABEL: submission})
+    assert client().images.list(filters={"label": f"{SUBMISSION_LABEL}={submission}"}) == []
