@@ -54,7 +54,7 @@ def build_leaderboard(lake_root: Path, challenge: str) -> pa.Table:
             "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}:
         table = pa.table({"rank": pa.array([], pa.int32()), "participant": pa.array([], pa.string())})
     else:
-        table = con.execute(LEADERBOARD_SQL, {"challenge": challenge}).to_arrow_table()
+        table = con.sql(LEADERBOARD_SQL, params={"challenge": challenge}).to_arrow_table()
     lake.write_table(lake.leaderboard_path(challenge), table)
     return table
 

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from lake.results import empty_metrics
 from sandbox import __version__ as HARNESS_VERSION
 from sandbox.config import SandboxSettings
 from sandbox.engine import SUBMISSION_LABEL
@@ -43,6 +44,12 @@ class Workload:
     accuracy_threshold: float = 0.99
     ttft_latency_ns: int = 2 * 10**9
     tpot_latency_ns: int = 200 * 10**6
+    #: the cases the timed runs use (None: all). Private-only timing: cached public answers win nothing.
+    perf_indices: tuple[int, ...] | None = None
+
+    @property
+    def timed_indices(self) -> tuple[int, ...]:
+        return self.perf_indices if self.perf_indices is not None else tuple(range(len(self.cases)))
 
     @classmethod
     def for_challenge(cls, challenge, private_seed: int, scenario: str | None = None,
@@ -58,6 +65,9 @@ class Workload:
                       repeats=int(perf.get("repeats", 3)), accuracy_threshold=challenge.accuracy_threshold)
         if "min_duration_ms" in perf:
             fields["min_duration_ms"] = int(perf["min_duration_ms"])
+        timed_sets = challenge.spec.get("workload", {}).get("performance_set")
+        if timed_sets:
+            fields["perf_indices"] = tuple(i for i, c in enumerate(cases) if c.set in timed_sets)
         return cls(**(fields | overrides))
 
 
@@ -138,6 +148,21 @@ def performance_metrics(runs: list[ScenarioRun]) -> dict:
     }
 
 
+@dataclass
+class SessionOutcome:
+    """What one container session produced, before any verdict."""
+    runtime: str
+    accuracy_run: ScenarioRun | None = None
+    accuracy: dict | None = None          # token accuracy: all / public / private
+    runs: list[ScenarioRun] = field(default_factory=list)
+    load_time_s: float | None = None
+    error: str | None = None
+    error_kind: str | None = None         # protocol | crash | timeout
+    exit: ContainerExit | None = None
+    stderr: str = ""
+    telemetry: object | None = None
+
+
 def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: Workload,
                    model_dir: Path | None, settings: SandboxSettings, log_root: Path,
                    on_log: Callable[[str], None] = lambda line: None,
@@ -146,22 +171,53 @@ def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: 
     """Run the whole evaluation of one image. `telemetry_start(container_id)` may return a sidecar
     with a `stop()` method; it is always stopped."""
     started_at = utc_iso()
+    out = _run_session(image, submission_id, workload, model_dir, settings, log_root, on_log, telemetry_start)
+    status, reason, detail = _verdict(out, workload)
+    perf = performance_metrics(out.runs) if out.runs else {}
+    metrics = empty_metrics() | {k: v for k, v in perf.items() if not k.startswith("_")}
+    metrics["accuracy"] = (out.accuracy or {}).get("all")
+    metrics["load_time_s"] = out.load_time_s
+    window = _telemetry_window(out.telemetry, out.runs)
+    for key in ("peak_memory_bw_GBs", "energy_joules", "peak_memory_bytes"):
+        metrics[key] = window.get(key)
+    if metrics["energy_joules"] and metrics["tokens_per_second"]:
+        metrics["tokens_per_joule"] = _timed_tokens(out.runs) / metrics["energy_joules"]
+    valid_runs = perf.get("_valid", [])
+    result = {
+        "schema_version": 1, "submission_id": submission_id, "challenge": challenge,
+        "status": status, "reason": reason, "metrics": metrics,
+        "measurement": {
+            "engine": f"mlperf-loadgen {_loadgen_version()}", "scenario": workload.scenario,
+            "valid": all(valid_runs) if valid_runs else None, "repeats": len(out.runs),
+            "tokens_per_second_cv": perf.get("_cv"), "tokens_per_second_runs": perf.get("_runs", []),
+            "loadgen_valid_runs": valid_runs,
+            "accuracy_public": (out.accuracy or {}).get("public"),
+            "accuracy_private": (out.accuracy or {}).get("private"),
+            "telemetry": window.get("_status"), "detail": detail,
+        },
+        "environment": {"runtime": out.runtime, "image_digest": image_digest, "base_image": base_image,
+                        "gpu": ",".join(settings.gpus) or None, "host": platform.node(),
+                        "harness_version": HARNESS_VERSION},
+        "started_at": started_at, "finished_at": utc_iso(),
+    }
+    all_runs = ([out.accuracy_run] if out.accuracy_run else []) + out.runs
+    origin = min((r.sent_ns for run in all_runs for r in run.records), default=0)
+    rows = [row for run in all_runs for row in request_rows(run.records, workload.cases, origin)]
+    return Evaluation(result=result, requests=rows, loadgen_dirs=[r.log_dir for r in all_runs],
+                      stderr=out.stderr, container=out.exit, telemetry=out.telemetry)
+
+
+def _run_session(image, submission_id, workload: Workload, model_dir, settings: SandboxSettings,
+                 log_root: Path, on_log, telemetry_start) -> SessionOutcome:
+    """Start the container, load, the accuracy pass and (if it passes the gate) the timed runs."""
     session = DecoderSession()
     prompts = [c.prompt for c in workload.cases]
-    runs: list[ScenarioRun] = []
-    accuracy_run: ScenarioRun | None = None
-    status, reason, detail = "success", None, None
-    metrics: dict = {}
-    runtime = None
-    sidecar = None
-    exit_info = None
-    stderr = ""
-
     with run_sandboxed(image, settings, model_dir=model_dir, on_line=session.on_line,
                        on_overflow=session.on_overflow, on_eof=session.on_eof,
                        labels={SUBMISSION_LABEL: submission_id}) as box:
-        runtime = box.runtime
-        on_log(f"[arena] container started (runtime {runtime})")
+        out = SessionOutcome(runtime=box.runtime)
+        on_log(f"[arena] container started (runtime {box.runtime})")
+        sidecar = None
         if telemetry_start is not None:
             try:
                 sidecar = telemetry_start(box.container.id)
@@ -176,24 +232,20 @@ def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: 
             if not session.ready.wait(settings.load_timeout_s):
                 session.fail("timeout", f"no {{\"ready\": true}} within {settings.load_timeout_s:.0f} s")
                 box.kill("load timeout")
-            load_time_s = (session.ready_ns - box.started_ns) / 1e9 if session.ready_ns else None
-            metrics["load_time_s"] = load_time_s
+            if session.ready_ns:
+                out.load_time_s = (session.ready_ns - box.started_ns) / 1e9
             if not session.error:
-                on_log(f"[arena] ready after {load_time_s:.2f} s; accuracy pass over {len(prompts)} prompts")
-                accuracy_run = run_loadgen(session, box.send, prompts, workload.max_new_tokens, "accuracy",
-                                           "accuracy", LoadSettings(scenario="offline", min_duration_ms=0,
-                                                                    expected_qps=len(prompts)),
-                                           log_root / "accuracy")
-            acc = _accuracy_by_set(accuracy_run, workload) if accuracy_run and not session.error else None
-            if acc is not None:
-                metrics["accuracy"] = acc["all"]
+                on_log(f"[arena] ready after {out.load_time_s:.2f} s; accuracy pass over {len(prompts)} prompts")
+                out.accuracy_run = run_loadgen(
+                    session, box.send, prompts, workload.max_new_tokens, "accuracy", "accuracy",
+                    LoadSettings(scenario="offline", min_duration_ms=0, expected_qps=len(prompts)),
+                    log_root / "accuracy")
+            if out.accuracy_run and not session.error:
+                out.accuracy = _accuracy_by_set(out.accuracy_run, workload)
+                acc = out.accuracy
                 on_log(f"[arena] accuracy {acc['all']:.4f} (public {acc['public']}, private {acc['private']})")
-                if min(v for v in (acc["public"], acc["private"]) if v is not None) < workload.accuracy_threshold:
-                    status, reason = "rejected", "accuracy"
-                    detail = (f"token accuracy {acc['all']:.4f} (public {acc['public']}, private "
-                              f"{acc['private']}) is below the gate of {workload.accuracy_threshold}")
-            if status == "success" and not session.error:
-                runs = _performance(session, box, prompts, workload, log_root, on_log, accuracy_run)
+                if not _below_gate(acc, workload):
+                    out.runs = _performance(session, box, workload, log_root, on_log, out.accuracy_run)
         finally:
             deadline.cancel()
             session.expect_exit()
@@ -201,65 +253,44 @@ def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: 
             if session.error is None:
                 box.wait_eof(10)
             box.kill("evaluation over")
-            exit_info = box.wait_exit(10)
-            stderr = box.stderr_text
+            out.exit = box.wait_exit(10)
+            out.stderr = box.stderr_text
             if sidecar is not None:
                 try:
-                    sidecar = sidecar.stop()
+                    out.telemetry = sidecar.stop()
                 except Exception as exc:
                     on_log(f"[arena] telemetry did not stop cleanly: {exc}")
-                    sidecar = None
+    out.error, out.error_kind = session.error, session.error_kind
+    return out
 
-    if session.error and status == "success":
-        kind = session.error_kind
-        if kind == "crash" and exit_info and exit_info.oom_killed:
+
+def _below_gate(acc: dict, workload: Workload) -> bool:
+    """The gate holds for public and private prompts alike."""
+    return min(v for v in (acc["public"], acc["private"], acc["all"]) if v is not None) < workload.accuracy_threshold
+
+
+def _verdict(out: SessionOutcome, workload: Workload) -> tuple[str, str | None, str | None]:
+    """(status, reason, detail) of a session."""
+    acc = out.accuracy
+    if acc is not None and _below_gate(acc, workload):
+        return "rejected", "accuracy", (f"token accuracy {acc['all']:.4f} (public {acc['public']}, private "
+                                        f"{acc['private']}) is below the gate of {workload.accuracy_threshold}")
+    if out.error:
+        oom = bool(out.exit and out.exit.oom_killed)
+        if out.error_kind == "crash" and oom:
             status, reason = "failed", "oom"
-        elif kind == "timeout":
+        elif out.error_kind == "timeout":
             status, reason = "timeout", "timeout"
         else:
-            status, reason = "failed", kind
-        detail = session.error + (" (out of memory)" if exit_info and exit_info.oom_killed else "")
-        if kind == "crash" and exit_info and exit_info.exit_code is not None:
-            detail += f" (exit code {exit_info.exit_code})"
-    perf = performance_metrics(runs) if runs else {}
-    if runs and status == "success":
-        correct, expected = token_accuracy([r for run in runs for r in run.records], workload.cases)
-        if expected and correct / expected < workload.accuracy_threshold:
-            status, reason = "rejected", "accuracy"
-            detail = f"timed runs produced token accuracy {correct / expected:.4f}, below the gate"
-    from lake.results import empty_metrics  # the schema's metric names, in one place
-    result_metrics = empty_metrics() | {k: v for k, v in perf.items() if not k.startswith("_")}
-    result_metrics["accuracy"] = metrics.get("accuracy")
-    result_metrics["load_time_s"] = metrics.get("load_time_s")
-    window = _telemetry_window(sidecar, runs)
-    for key in ("peak_memory_bw_GBs", "energy_joules", "peak_memory_bytes"):
-        result_metrics[key] = window.get(key)
-    if result_metrics["energy_joules"] and result_metrics["tokens_per_second"]:
-        result_metrics["tokens_per_joule"] = _timed_tokens(runs) / result_metrics["energy_joules"]
-    valid_runs = perf.get("_valid", [])
-    result = {
-        "schema_version": 1, "submission_id": submission_id, "challenge": challenge,
-        "status": status, "reason": reason,
-        "metrics": result_metrics,
-        "measurement": {
-            "engine": f"mlperf-loadgen {_loadgen_version()}", "scenario": workload.scenario,
-            "valid": (all(valid_runs) if valid_runs else None), "repeats": len(runs),
-            "tokens_per_second_cv": perf.get("_cv"), "tokens_per_second_runs": perf.get("_runs", []),
-            "loadgen_valid_runs": valid_runs,
-            "accuracy_public": (acc or {}).get("public") if accuracy_run else None,
-            "accuracy_private": (acc or {}).get("private") if accuracy_run else None,
-            "telemetry": window.get("_status"), "detail": detail,
-        },
-        "environment": {"runtime": runtime, "image_digest": image_digest, "base_image": base_image,
-                        "gpu": ",".join(settings.gpus) or None, "host": platform.node(),
-                        "harness_version": HARNESS_VERSION},
-        "started_at": started_at, "finished_at": utc_iso(),
-    }
-    all_runs = ([accuracy_run] if accuracy_run else []) + runs
-    origin = min((r.sent_ns for run in all_runs for r in run.records), default=0)
-    rows = [row for run in all_runs for row in request_rows(run.records, workload.cases, origin)]
-    return Evaluation(result=result, requests=rows, loadgen_dirs=[r.log_dir for r in all_runs],
-                      stderr=stderr, container=exit_info, telemetry=sidecar)
+            status, reason = "failed", out.error_kind
+        detail = out.error + (" (out of memory)" if oom else "")
+        if out.error_kind == "crash" and out.exit and out.exit.exit_code is not None:
+            detail += f" (exit code {out.exit.exit_code})"
+        return status, reason, detail
+    correct, expected = token_accuracy([r for run in out.runs for r in run.records], workload.cases)
+    if expected and correct / expected < workload.accuracy_threshold:
+        return "rejected", "accuracy", f"timed runs produced token accuracy {correct / expected:.4f}, below the gate"
+    return "success", None, None
 
 
 def _accuracy_by_set(run: ScenarioRun, workload: Workload) -> dict:
@@ -273,7 +304,7 @@ def _accuracy_by_set(run: ScenarioRun, workload: Workload) -> dict:
     return out
 
 
-def _performance(session: DecoderSession, box, prompts, workload: Workload, log_root: Path,
+def _performance(session: DecoderSession, box, workload: Workload, log_root: Path,
                  on_log, accuracy_run: ScenarioRun) -> list[ScenarioRun]:
     """Size the timed runs from the accuracy pass (LoadGen's expected QPS), warm up with a sizing
     run, then N timed repeats with a cool-down before each."""
@@ -282,24 +313,35 @@ def _performance(session: DecoderSession, box, prompts, workload: Workload, log_
     qps = len(done) / span_s if span_s > 0 else 1.0
     lat_ns = int(span_s / max(len(done), 1) * 1e9)
     on_log(f"[arena] accuracy pass ran at {qps:.2f} samples/s; warm-up, then {workload.repeats} "
-           f"timed {workload.scenario} runs")
+           f"timed {workload.scenario} runs over {len(workload.timed_indices)} prompts")
     load = LoadSettings(scenario=workload.scenario, min_duration_ms=workload.min_duration_ms,
-                        min_query_count=max(len(prompts), EARLY_STOPPING_MIN_QUERIES[workload.scenario]),
+                        min_query_count=max(len(workload.timed_indices),
+                                            EARLY_STOPPING_MIN_QUERIES[workload.scenario]),
                         expected_qps=qps if workload.scenario == "offline" else qps * 0.5,
                         expected_latency_ns=lat_ns, ttft_latency_ns=workload.ttft_latency_ns,
                         tpot_latency_ns=workload.tpot_latency_ns)
-    load = _size_timed_runs(session, box, prompts, workload, load, log_root, on_log)
+    load = _size_timed_runs(session, box, workload, load, log_root, on_log)
     runs = []
     for i in range(1, workload.repeats + 1):
         time.sleep(workload.cooldown_s)
-        run = run_loadgen(session, box.send, prompts, workload.max_new_tokens, f"perf-{i}", "performance",
-                          load, log_root / f"perf-{i}")
+        run = _timed_run(session, box, workload, f"perf-{i}", load, log_root)
         if session.error:
             return runs
         tps = run.loadgen.get("result_tokens_per_second")
         on_log(f"[arena] timed run {i}: {tps} tokens/s, LoadGen says {run.loadgen.get('result_validity')}")
         runs.append(run)
     return runs
+
+
+def _timed_run(session: DecoderSession, box, workload: Workload, label: str, load: LoadSettings,
+               log_root: Path) -> ScenarioRun:
+    """One PerformanceOnly run over the timed prompts; record indices point back into workload.cases."""
+    indices = workload.timed_indices
+    run = run_loadgen(session, box.send, [workload.cases[i].prompt for i in indices], workload.max_new_tokens,
+                      label, "performance", load, log_root / label)
+    for rec in run.records:
+        rec.index = indices[rec.index]
+    return run
 
 
 #: Queries LoadGen's early stopping needs for a verdict when no query is over its latency bound
@@ -310,15 +352,14 @@ MAX_SIZING_TRIES = 3
 SIZING_MARGIN = 1.5
 
 
-def _size_timed_runs(session, box, prompts, workload: Workload, load: LoadSettings, log_root: Path,
+def _size_timed_runs(session, box, workload: Workload, load: LoadSettings, log_root: Path,
                      on_log) -> LoadSettings:
     """The warm-up: trial runs that are not scored. Offline queries must last min_duration: where a
-    trial query ends early, raise the expected QPS
-    to the rate LoadGen itself measured (as its own summary recommends), a bounded number of times.
+    trial query ends early, raise the expected QPS to the rate LoadGen itself measured (as its own
+    summary recommends), a bounded number of times.
     A decoder that still ends early gets LoadGen's INVALID verdict, never a silent rank."""
     for attempt in range(1, MAX_SIZING_TRIES + 1):
-        trial = run_loadgen(session, box.send, prompts, workload.max_new_tokens, f"warmup-{attempt}",
-                            "performance", load, log_root / f"warmup-{attempt}")
+        trial = _timed_run(session, box, workload, f"warmup-{attempt}", load, log_root)
         # A warm decoder runs faster than the trial did: keep a margin over min_duration.
         long_enough = trial.seconds >= SIZING_MARGIN * workload.min_duration_ms / 1000
         if session.error or workload.scenario != "offline" or long_enough:
