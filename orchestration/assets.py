@@ -19,7 +19,7 @@ from lake.results import empty_metrics
 from lake.tables import REQUESTS_SCHEMA
 from orchestration.resources import ArenaStorage, Sandbox
 from sandbox import __version__ as HARNESS_VERSION
-from sandbox.build import build_submission_zip, remove_image
+from sandbox.build import build_submission_zip, image_exists, remove_image
 from sandbox.engine import SUBMISSION_LABEL
 from sandbox.evaluate import Workload, evaluate_image, utc_iso
 from sandbox.telemetry import Sidecar
@@ -34,29 +34,29 @@ def _marker(storage: ArenaStorage, sid: str):
     return marker
 
 
-@asset(partitions_def=submissions_partitions, group_name="submission",
-       description="The submission's container image, built with its own files only as context.")
-def submission_image(context: AssetExecutionContext, storage: ArenaStorage, sandbox: Sandbox) -> Output[dict]:
-    sid = context.partition_key
+def build(storage: ArenaStorage, sandbox: Sandbox, sid: str) -> dict:
+    """Build a submission's image from its zip in the bucket; the build log goes to the bucket."""
     bucket = storage.bucket()
     marker = _marker(storage, sid)
     bucket.set_status(sid, "building")
     tag = f"arena-sub/{sid.lower()}:latest"
-    log_path = bucket.log_path(sid, "build")
-    log_path.unlink(missing_ok=True)   # a rerun starts its build log afresh
-
-    def on_line(line: str) -> None:
-        bucket.append_log(sid, "build", line)
-
-    result = build_submission_zip(bucket.zip_path(marker.challenge, sid), tag, sandbox.settings(), on_line,
+    bucket.log_path(sid, "build").unlink(missing_ok=True)   # a rerun starts its build log afresh
+    result = build_submission_zip(bucket.zip_path(marker.challenge, sid), tag, sandbox.settings(),
+                                  lambda line: bucket.append_log(sid, "build", line),
                                   labels={SUBMISSION_LABEL: sid})
     bucket.append_log(sid, "build", f"[arena] build {'succeeded' if result.ok else 'failed'} "
                                     f"in {result.seconds:.1f} s" + (f": {result.error}" if result.error else ""))
-    value = {"ok": result.ok, "tag": tag, "image_id": result.image_id, "size_bytes": result.size_bytes,
-             "base_image": result.base_image, "seconds": result.seconds, "error": result.error,
-             "challenge": marker.challenge}
-    return Output(value, metadata={"ok": result.ok, "build_seconds": result.seconds,
-                                   "image_id": result.image_id or "", "error": result.error or ""})
+    return {"ok": result.ok, "tag": tag, "image_id": result.image_id, "size_bytes": result.size_bytes,
+            "base_image": result.base_image, "seconds": result.seconds, "error": result.error,
+            "challenge": marker.challenge}
+
+
+@asset(partitions_def=submissions_partitions, group_name="submission",
+       description="The submission's container image, built with its own files only as context.")
+def submission_image(context: AssetExecutionContext, storage: ArenaStorage, sandbox: Sandbox) -> Output[dict]:
+    value = build(storage, sandbox, context.partition_key)
+    return Output(value, metadata={"ok": value["ok"], "build_seconds": value["seconds"],
+                                   "image_id": value["image_id"] or "", "error": value["error"] or ""})
 
 
 @contextmanager
@@ -75,8 +75,11 @@ def evaluation(context: AssetExecutionContext, storage: ArenaStorage, sandbox: S
     bucket, lake = storage.bucket(), storage.lake()
     challenge = load_challenge(submission_image["challenge"])
     attempt = lake.next_attempt(challenge.name, sid)
+    if submission_image["ok"] and not image_exists(submission_image["tag"]):
+        # images are removed after each run: an operator re-materializing only this asset rebuilds it
+        submission_image = build(storage, sandbox, sid)
     if not submission_image["ok"]:
-        return Output({"attempt": attempt, "result": None, "build_error": submission_image["error"]},
+        return Output({"attempt": attempt, "result": None, "image": submission_image},
                       metadata={"status": "failed", "reason": "build"})
     bucket.set_status(sid, "running")
     log_path = bucket.log_path(sid, "run")
@@ -111,7 +114,7 @@ def scores(context: AssetExecutionContext, storage: ArenaStorage, submission_ima
     sid = context.partition_key
     bucket, lake = storage.bucket(), storage.lake()
     bucket.set_status(sid, "scoring")
-    result = evaluation["result"] or build_failure_result(sid, submission_image)
+    result = evaluation["result"] or build_failure_result(sid, evaluation.get("image", submission_image))
     path = lake.write_evaluation(result, evaluation["attempt"])
     bucket.set_status(sid, result["status"], result["reason"],
                       detail=result["measurement"].get("detail"))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import docker.errors
+
 from sandbox.config import SandboxSettings
 from sandbox.engine import LABEL, client
 
@@ -127,8 +129,15 @@ def build_submission_zip(zip_path: Path, tag: str, settings: SandboxSettings,
         return build_image(context, tag, settings, on_line, labels)
 
 
+def image_exists(tag: str) -> bool:
+    try:
+        client().images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
 def remove_image(tag: str) -> None:
-    import docker.errors
     try:
         client().images.remove(tag, force=True, noprune=False)
     except docker.errors.ImageNotFound:

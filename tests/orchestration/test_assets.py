@@ -67,6 +67,12 @@ def test_a_wrong_decoder_is_scored_rejected_and_listed_unranked(bucket, instance
     assert (lake.evaluation_dir("efficient-decode", sid) / "loadgen/attempt=1/accuracy/mlperf_log_detail.txt").exists()
     assert list(lake.telemetry_dir("efficient-decode", sid, 1).glob("*.parquet"))
 
+    # an operator re-materializes only the evaluation: the image (removed after each run) is rebuilt
+    rerun = materialize([submission_image, evaluation, scores], partition_key=sid, instance=instance, resources=RESOURCES,
+                        selection=[evaluation, scores])
+    assert rerun.success and bucket.status(sid)["status"] == "rejected"
+    assert lake.next_attempt("efficient-decode", sid) == 3
+
     assert materialize([leaderboard], instance=instance, resources=RESOURCES).success
     rows = read_leaderboard(StorageSettings.from_env().lake, "efficient-decode")
     assert [(r["participant"], r["rank"], r["status"], r["reason"]) for r in rows] == [
