@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tomllib
+from datetime import datetime, timezone
 from pathlib import Path
 
 from intake.client import TERMINAL, ArenaClient, ArenaError
@@ -50,9 +51,19 @@ def client() -> ArenaClient:
 
 
 # -- printing -------------------------------------------------------------------------------------
+def log_line_text(line: str) -> str:
+    """A stored log line starts with its unix time; show it as UTC time of day."""
+    stamp, sep, rest = line.partition(" ")
+    try:
+        when = datetime.fromtimestamp(float(stamp), timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    except ValueError:
+        return line
+    return f"{when}{sep}{rest}"
+
+
 def print_log_event(event: dict) -> None:
     if "line" in event:
-        print(f"[{event['phase']}] {event['line']}", flush=True)
+        print(f"[{event['phase']}] {log_line_text(event['line'])}", flush=True)
     elif event.get("status"):
         reason = f" ({event['reason']})" if event.get("reason") else ""
         print(f"-- status: {event['status']}{reason}", flush=True)

@@ -17,7 +17,7 @@ from intake.csrf import check_csrf, csrf_token, set_csrf_cookie
 from intake.errors import ApiError
 from intake.models import ApiToken, User
 from intake.oauth import identity_from, user_for_identity
-from intake.security import issue_token, revoke_token
+from intake.security import issue_token, revoke_token, user_for_token
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -56,6 +56,21 @@ def home(request: Request) -> Response:
 @router.get("/login")
 def login_page(request: Request) -> Response:
     return page(request, "login.html", web_user(request), error=request.query_params.get("error"))
+
+
+@router.post("/login/token")
+def token_login(request: Request, token: str = Form(""), csrf_token: str = Form("")) -> Response:
+    """Log in to the web form with a personal API token (the only way in without an OAuth provider)."""
+    check_csrf(request, csrf_token)
+    with request.app.state.db.session() as session, session.begin():
+        user = user_for_token(session, token.strip())
+        user_id = user.id if user is not None else None
+    if user_id is None:
+        return page(request, "login.html", None, status_code=401,
+                    error="login failed: that API token is unknown or revoked")
+    request.session.clear()  # a fresh session on login: nothing from before survives
+    request.session["user_id"] = user_id
+    return RedirectResponse("/submissions", 303)
 
 
 @router.get("/auth/{provider}/login")

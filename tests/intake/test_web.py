@@ -80,3 +80,16 @@ def test_tokens_page_in_the_browser(page, oidc_arena, oidc_provider):
     page.goto(oidc_arena.url + "/tokens")
     expect(page.locator("#tokens")).to_contain_text("ci")
     expect(page.locator("#new-token")).to_have_count(0)
+
+
+def test_log_in_with_an_api_token_when_no_provider_is_configured(page, arena):
+    token = arena.user("grace")
+    page.goto(arena.url + "/")
+    expect(page.locator("main")).to_contain_text("No login provider is configured")
+    page.fill("#token-login input[name=token]", "arena_not-a-real-token")
+    page.click("#token-login button")
+    expect(page.locator("#login-error")).to_contain_text("unknown or revoked")
+    page.fill("#token-login input[name=token]", token)
+    page.click("#token-login button")
+    expect(page).to_have_url(arena.url + "/submissions")
+    expect(page.locator("nav")).to_contain_text("grace")
