@@ -224,7 +224,9 @@ def _run_session(image, submission_id, workload: Workload, model_dir, settings: 
             except Exception as exc:  # telemetry must never cost an evaluation
                 on_log(f"[arena] telemetry did not start: {exc}")
         deadline = threading.Timer(settings.run_timeout_s, lambda: (
-            session.fail("timeout", f"evaluation exceeded the wall-clock limit of {settings.run_timeout_s:.0f} s"),
+            session.fail("timeout", f"evaluation exceeded the wall-clock limit of {settings.run_timeout_s:.0f} s "
+                                    f"({len(session.inflight)} request(s) unfinished, {box.stdout_bytes} "
+                                    f"stdout bytes received)"),
             box.kill("timeout")))
         deadline.daemon = True
         deadline.start()

@@ -46,6 +46,7 @@ class SandboxedContainer:
     started_ns: int = 0
     stderr_log: bytearray = field(default_factory=bytearray)    # the first stderr_cap_bytes
     stderr_bytes: int = 0                                        # all stderr bytes, kept or not
+    stdout_bytes: int = 0                                        # all stdout bytes received
     killed_reason: str | None = None
     _sock: socket.socket | None = None
     _outbox: "queue.Queue[bytes | None]" = field(default_factory=queue.Queue)
@@ -90,6 +91,7 @@ class SandboxedContainer:
                 if stream == 2:
                     self._keep_stderr(payload)
                     continue
+                self.stdout_bytes += len(payload)
                 if overflowed:
                     continue
                 pending += payload

@@ -29,7 +29,7 @@ def calibrated_workload(n_cases: int = 4, max_new_tokens: int = 8, **overrides) 
 
 
 #: Limits of the battery: small enough that every bomb goes off quickly.
-BATTERY = SandboxSettings(load_timeout_s=10, run_timeout_s=25, memory_bytes=256 << 20, pids_limit=64,
+BATTERY = SandboxSettings(load_timeout_s=10, run_timeout_s=40, memory_bytes=256 << 20, pids_limit=64,
                           tmpfs_bytes=16 << 20, stderr_cap_bytes=64 << 10)
 
 
