@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from intake.cli import leaderboard_table  # noqa: E402
 from intake.client import ArenaClient  # noqa: E402
 from intake.config import Settings  # noqa: E402
 from intake.db import Database  # noqa: E402
-from intake.security import create_user  # noqa: E402
+from intake.models import User  # noqa: E402
+from intake.security import create_user, issue_token  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 EXAMPLES = {"baseline": "demo-baseline", "kv-cache": "demo-kv-cache", "wrong": "demo-wrong"}
@@ -21,8 +24,7 @@ TERMINAL = {"success", "rejected", "failed", "timeout"}
 
 
 def token_for(db: Database, name: str) -> str:
-    from intake.models import User
-    from intake.security import issue_token
+    """A fresh API token for a demo participant, creating the participant on the first demo."""
     with db.session() as s:
         user = s.scalar(select(User).where(User.name == name))
         if user is None:
@@ -35,7 +37,6 @@ def token_for(db: Database, name: str) -> str:
 
 def phase_split(timings: dict) -> str:
     """Upload-to-score time split into queue wait, build, run and scoring, from the status events."""
-    from datetime import datetime
     at = {k: datetime.fromisoformat(v.replace("Z", "+00:00")) for k, v in timings.items()}
     end = next((at[k] for k in TERMINAL if k in at), None)
     steps = [("queue wait", "queued", "building"), ("build", "building", "running"),
@@ -55,9 +56,10 @@ def main() -> int:
     db = Database(settings.database_url)
     db.migrate()
     started = time.monotonic()
+    tokens = {user: token_for(db, user) for user in EXAMPLES.values()}
     ids = {}
     for example, user in EXAMPLES.items():
-        with ArenaClient(url, token_for(db, user)) as client:
+        with ArenaClient(url, tokens[user]) as client:
             answer = client.submit(ROOT / "examples" / example)
             ids[example] = (answer["id"], user)
             print(f"submitted examples/{example:9} as {user:14} -> {answer['id']} ({answer['status']})")
@@ -65,7 +67,7 @@ def main() -> int:
     pending = dict(ids)
     while pending:
         for example, (sid, user) in list(pending.items()):
-            with ArenaClient(url, token_for(db, user)) as client:
+            with ArenaClient(url, tokens[user]) as client:
                 st = client.status(sid)
             if st["status"] in TERMINAL:
                 m = (st.get("result") or {}).get("metrics") or {}
@@ -76,18 +78,18 @@ def main() -> int:
         if pending:
             time.sleep(3)
     # the leaderboard asset runs after each evaluation; wait until it lists all three
-    with ArenaClient(url, token_for(db, EXAMPLES["kv-cache"])) as client:
+    with ArenaClient(url, tokens[EXAMPLES["kv-cache"]]) as client:
         for _ in range(120):
             board = client.leaderboard("efficient-decode")
             if {sid for sid, _ in ids.values()} <= {row["submission_id"] for row in board}:
                 break
             time.sleep(2)
-    from intake.cli import leaderboard_table
     print()
     print(leaderboard_table(board))
     print()
     print(f"demo took {time.monotonic() - started:.0f} s")
     print(f"Intake API and web form:  {url}/   (OpenAPI: {url}/docs)")
+    print(f"  log in to the web form as demo-kv-cache with the API token {tokens[EXAMPLES['kv-cache']]}")
     print(f"Dagster UI:               http://127.0.0.1:{os.environ.get('ARENA_DAGSTER_PORT', 3000)}/")
     print(f"Streamlit dashboards:     http://127.0.0.1:{os.environ.get('ARENA_STREAMLIT_PORT', 8501)}/")
     print("Stop everything with `make down`.")
