@@ -14,7 +14,7 @@ import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 
-from intake.client import TERMINAL, ArenaClient, ArenaError
+from intake.client import ArenaClient, ArenaError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

@@ -11,13 +11,14 @@ Intake never imports Dagster and orchestration never imports intake: this layout
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from lake.atomic import write_bytes_atomic, write_json_atomic
+from lake.atomic import write_atomic, write_json_atomic
 
 TERMINAL = ("success", "rejected", "failed", "timeout")
 STATUSES = ("queued", "building", "running", "scoring") + TERMINAL
@@ -58,7 +59,7 @@ class Bucket:
     def put_submission(self, marker: Marker, zip_file: Path) -> None:
         """Zip first, then the marker: a marker never points at a missing or partial zip."""
         dest = self.zip_path(marker.challenge, marker.id)
-        write_bytes_atomic(dest, Path(zip_file).read_bytes())
+        write_atomic(dest, lambda tmp: shutil.copyfile(zip_file, tmp))   # streamed, not held in memory
         write_json_atomic(self.marker_path(marker.challenge, marker.id), marker.__dict__)
         self.set_status(marker.id, "queued")
 

@@ -62,7 +62,7 @@ class Lake:
         validate_result(result)
         d = self.evaluation_dir(result["challenge"], result["submission_id"])
         write_json_atomic(d / "result.json", result)
-        (d / f"attempt-{attempt}.json").write_text(json.dumps(result, indent=2))
+        write_json_atomic(d / f"attempt-{attempt}.json", result)
         row = flatten(result) | {"attempt": attempt}
         self.write_table(d / "evaluation.parquet", pa.Table.from_pylist([row]))
         return d / "result.json"

@@ -2,7 +2,6 @@
 sensor, Docker builds and sandboxed runs, scores in the lake, the leaderboard asset."""
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess

@@ -2,6 +2,8 @@
 end; small workloads and short limits so that a whole battery of evaluations takes minutes."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,11 @@ def images():
         if path not in built:
             tag = f"arena-test/{path.replace('/', '-').replace('_', '-')}:{SESSION}"
             log: list[str] = []
-            result = build_image(FIXTURES / path, tag, BATTERY, log.append)
+            with tempfile.TemporaryDirectory(prefix="arena-fixture-") as tmp:
+                context = Path(tmp) / "context"
+                shutil.copytree(FIXTURES / path, context)
+                shutil.copy(FIXTURES / "hostile" / "probe.py", context)   # report() and behave()
+                result = build_image(context, tag, BATTERY, log.append)
             assert result.ok, f"building {path} failed: {result.error}\n" + "\n".join(log[-20:])
             built[path] = tag
         return built[path]
