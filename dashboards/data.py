@@ -13,7 +13,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboards.format import missing, text
-from lake.bucket import TERMINAL, Bucket
+from lake.bucket import Bucket
+from lake.vocabulary import (ACTIVE_STATUSES, LABEL_MANAGED, LABEL_SUBMISSION, TAG_PRIORITY, TAG_QUEUE,
+                             TAG_SUBMISSION, TERMINAL_STATUSES, parse_utc_iso)
 from lake.config import StorageSettings
 from lake.tables import Lake
 from lake.views import available_views, connect
@@ -169,8 +171,8 @@ def queue() -> pd.DataFrame:
 
 
 def queue_counts(df: pd.DataFrame) -> dict[str, int]:
-    counts = {s: int((df["status"] == s).sum()) for s in ("queued", "building", "running", "scoring")}
-    counts["terminal"] = int(df["status"].isin(TERMINAL).sum())
+    counts = {s: int((df["status"] == s).sum()) for s in ACTIVE_STATUSES}
+    counts["terminal"] = int(df["status"].isin(TERMINAL_STATUSES).sum())
     return counts
 
 
@@ -185,7 +187,7 @@ def _parse_ts(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_utc_iso(value)
     except ValueError:
         return None
 
@@ -196,15 +198,15 @@ def docker_health() -> dict:
     """Engine version, registered runtimes, and the platform's running containers; ``error`` when
     the engine does not answer."""
     try:
-        from sandbox.engine import LABEL, client
+        from sandbox.engine import client
         docker = client()
         info = docker.info()
         containers = [{
-            "name": c.name, "submission": c.labels.get("org.decode-arena.submission", ""),
+            "name": c.name, "submission": c.labels.get(LABEL_SUBMISSION, ""),
             "image": (c.image.tags or [c.image.short_id])[0] if c.image else c.attrs.get("Image", "")[:19],
             "runtime": c.attrs.get("HostConfig", {}).get("Runtime", ""), "status": c.status,
             "started_at": c.attrs.get("State", {}).get("StartedAt", "")[:19].replace("T", " "),
-        } for c in docker.containers.list(filters={"label": LABEL})]
+        } for c in docker.containers.list(filters={"label": LABEL_MANAGED})]
     except Exception as exc:  # noqa: BLE001 - any failure means: the engine is not usable from here
         return {"error": f"{type(exc).__name__}: {exc}"}
     runtimes = info.get("Runtimes") or {}
@@ -243,9 +245,9 @@ def dagster_runs() -> dict:
     runs = []
     for rec in records:
         run, tags = rec.dagster_run, rec.dagster_run.tags
-        runs.append({"queue": tags.get("arena/queue", "(untagged)"), "status": run.status.value,
-                     "priority": int(tags.get("dagster/priority", 0) or 0),
-                     "submission": tags.get("arena/submission", ""), "job": run.job_name,
+        runs.append({"queue": tags.get(TAG_QUEUE, "(untagged)"), "status": run.status.value,
+                     "priority": int(tags.get(TAG_PRIORITY, 0) or 0),
+                     "submission": tags.get(TAG_SUBMISSION, ""), "job": run.job_name,
                      "run_id": run.run_id[:8],
                      "created_at": rec.create_timestamp.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")})
     runs.sort(key=lambda r: (r["queue"], r["status"] != "STARTED", -r["priority"], r["created_at"]))
@@ -258,4 +260,4 @@ def _queue_limits(instance) -> dict[str, int]:
     if get_config is None:
         return {}
     return {str(lim.get("value")): int(lim["limit"]) for lim in get_config().tag_concurrency_limits or []
-            if lim.get("key") == "arena/queue" and isinstance(lim.get("value"), str)}
+            if lim.get("key") == TAG_QUEUE and isinstance(lim.get("value"), str)}

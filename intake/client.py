@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import httpx
 
-TERMINAL = ("success", "rejected", "failed", "timeout")
+from lake.vocabulary import TERMINAL_STATUSES as TERMINAL
 
 
 class ArenaError(Exception):

@@ -19,7 +19,8 @@ from intake.config import Settings
 from intake.db import Database
 from intake.errors import ApiError
 from intake.models import Submission, User, as_utc, utcnow
-from lake.bucket import TERMINAL, Bucket, Marker
+from lake.bucket import Bucket, Marker
+from lake.vocabulary import TERMINAL_STATUSES as TERMINAL, utc_iso
 from lake.tables import Lake
 
 DAY = timedelta(days=1)
@@ -152,7 +153,7 @@ class Submissions:
 
 
 def iso(moment) -> str:
-    return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(as_utc(moment))
 
 
 def _jsonable(value):

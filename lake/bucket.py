@@ -14,18 +14,11 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 from lake.atomic import write_atomic, write_json_atomic
-
-TERMINAL = ("success", "rejected", "failed", "timeout")
-STATUSES = ("queued", "building", "running", "scoring") + TERMINAL
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from lake.vocabulary import STATUSES, utc_iso
 
 
 @dataclass(frozen=True)
@@ -86,7 +79,7 @@ class Bucket:
             raise ValueError(f"unknown status {status!r}; one of {STATUSES}")
         previous = self.status(sid) or {}
         timings = dict(previous.get("timings", {}))
-        timings[status] = utc_now()
+        timings[status] = utc_iso()
         event = {"id": sid, "status": status, "reason": reason, "updated_at": timings[status],
                  "timings": timings, **{k: v for k, v in previous.items()
                                         if k not in ("id", "status", "reason", "updated_at", "timings")},
@@ -107,7 +100,7 @@ class Bucket:
         stamp = int(time.time() * 1000)
         key = f"{sid}:rerun:{stamp}"
         write_json_atomic(self.root / "reruns" / sid / f"{stamp}.json",
-                          {"id": sid, "key": key, "requested_by": requested_by, "requested_at": utc_now()})
+                          {"id": sid, "key": key, "requested_by": requested_by, "requested_at": utc_iso()})
         return key
 
     def reruns(self) -> Iterator[dict]:

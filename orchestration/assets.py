@@ -20,8 +20,9 @@ from lake.tables import REQUESTS_SCHEMA
 from orchestration.resources import ArenaStorage, Sandbox
 from sandbox import __version__ as HARNESS_VERSION
 from sandbox.build import build_submission_zip, image_exists, remove_image
-from sandbox.engine import SUBMISSION_LABEL
-from sandbox.evaluate import Workload, evaluate_image, utc_iso
+from lake.vocabulary import LABEL_SUBMISSION
+from lake.vocabulary import utc_iso
+from sandbox.evaluate import Workload, evaluate_image
 from sandbox.telemetry import Sidecar
 
 submissions_partitions = DynamicPartitionsDefinition(name="submissions")
@@ -43,7 +44,7 @@ def build(storage: ArenaStorage, sandbox: Sandbox, sid: str) -> dict:
     bucket.log_path(sid, "build").unlink(missing_ok=True)   # a rerun starts its build log afresh
     result = build_submission_zip(bucket.zip_path(marker.challenge, sid), tag, sandbox.settings(),
                                   lambda line: bucket.append_log(sid, "build", line),
-                                  labels={SUBMISSION_LABEL: sid})
+                                  labels={LABEL_SUBMISSION: sid})
     bucket.append_log(sid, "build", f"[arena] build {'succeeded' if result.ok else 'failed'} "
                                     f"in {result.seconds:.1f} s" + (f": {result.error}" if result.error else ""))
     return {"ok": result.ok, "tag": tag, "image_id": result.image_id, "size_bytes": result.size_bytes,

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from lake.config import arena_home
+from lake.vocabulary import TAG_QUEUE
 
 #: Devices per run queue: the tag-concurrency limit of each `arena/queue` value in dagster.yaml.
 #: ARENA_QUEUES="cpu=1,gpu-h100=8" overrides.
@@ -35,7 +36,7 @@ def write_dagster_yaml(home: Path | None = None) -> Path:
     """dagster.yaml with the QueuedRunCoordinator: one concurrent run per device of each queue."""
     home = home or dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    limits = "\n".join(f"      - key: arena/queue\n        value: {name}\n        limit: {count}"
+    limits = "\n".join(f"      - key: {TAG_QUEUE}\n        value: {name}\n        limit: {count}"
                        for name, count in queues().items())
     storage = ""
     if url := dagster_postgres_url():

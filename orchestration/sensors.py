@@ -8,10 +8,11 @@ from dagster import (DagsterRunStatus, RunRequest, SensorEvaluationContext, Sens
                      run_failure_sensor, run_status_sensor, sensor)
 from ulid import ULID
 
-from lake.bucket import TERMINAL, Bucket
+from lake.bucket import Bucket
 from lake.config import StorageSettings
 from orchestration.assets import submissions_partitions
 from orchestration.jobs import evaluate_submission, refresh_leaderboard
+from lake.vocabulary import TAG_PRIORITY, TAG_QUEUE, TAG_RERUN, TAG_SUBMISSION, is_terminal
 
 #: Operator reruns jump the queue; quick checks could use a value in between.
 RERUN_PRIORITY = 10
@@ -32,7 +33,7 @@ def listing_floor(cursor: str | None) -> str:
 
 
 def run_tags(sid: str, queue: str, priority: int) -> dict[str, str]:
-    return {"dagster/priority": str(priority), "arena/queue": queue, "arena/submission": sid}
+    return {TAG_PRIORITY: str(priority), TAG_QUEUE: queue, TAG_SUBMISSION: sid}
 
 
 @sensor(job=evaluate_submission, minimum_interval_seconds=2, default_status=DefaultSensorStatus.RUNNING,
@@ -51,7 +52,7 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
         if marker is not None and marker.id in known:
             requests.append(RunRequest(run_key=rerun["key"], partition_key=marker.id,
                                        tags=run_tags(marker.id, marker.queue, RERUN_PRIORITY)
-                                       | {"arena/rerun": rerun["key"]}))
+                                       | {TAG_RERUN: rerun["key"]}))
     newest = max([m.id for m in listed] + ([context.cursor] if context.cursor else []), default=None)
     return SensorResult(
         run_requests=requests, cursor=newest,
@@ -65,7 +66,7 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
                    description="Rebuild the leaderboard after every finished evaluation.")
 def leaderboard_sensor(context: RunStatusSensorContext):
     return RunRequest(run_key=f"leaderboard-after-{context.dagster_run.run_id}",
-                      tags={"dagster/priority": "5"})
+                      tags={TAG_PRIORITY: "5"})
 
 
 @run_failure_sensor(monitored_jobs=[evaluate_submission], minimum_interval_seconds=2,
@@ -73,14 +74,14 @@ def leaderboard_sensor(context: RunStatusSensorContext):
                     description="A run that broke (platform error) still gives its submission a terminal status.")
 def platform_failure_sensor(context: RunFailureSensorContext) -> None:
     message = context.failure_event.message or "run failed"
-    close_unfinished(context.dagster_run.tags.get("arena/submission"), f"platform error: {message[:500]}")
+    close_unfinished(context.dagster_run.tags.get(TAG_SUBMISSION), f"platform error: {message[:500]}")
 
 
 @run_status_sensor(run_status=DagsterRunStatus.CANCELED, monitored_jobs=[evaluate_submission],
                    minimum_interval_seconds=2, default_status=DefaultSensorStatus.RUNNING,
                    description="A run an operator cancelled still gives its submission a terminal status.")
 def cancelled_run_sensor(context: RunStatusSensorContext) -> None:
-    close_unfinished(context.dagster_run.tags.get("arena/submission"),
+    close_unfinished(context.dagster_run.tags.get(TAG_SUBMISSION),
                      f"run {context.dagster_run.run_id} was cancelled by an operator")
 
 
@@ -89,6 +90,6 @@ def close_unfinished(sid: str | None, why: str) -> None:
     if not sid:
         return
     bucket = Bucket(StorageSettings.from_env().bucket)
-    if (bucket.status(sid) or {}).get("status") not in TERMINAL:
+    if not is_terminal((bucket.status(sid) or {}).get("status")):
         bucket.set_status(sid, "failed", "platform",
                           detail=f"{why} (an operator can rerun it with `arena admin rerun {sid}`)")

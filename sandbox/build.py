@@ -16,7 +16,8 @@ from typing import Callable
 import docker.errors
 
 from sandbox.config import SandboxSettings
-from sandbox.engine import LABEL, client
+from lake.vocabulary import LABEL_MANAGED
+from sandbox.engine import client
 
 
 #: Where the Docker engine is: the only host variables the docker CLI of a build sees (no
@@ -74,7 +75,7 @@ def build_image(context: Path, tag: str, settings: SandboxSettings,
     """
     started = time.monotonic()
     base = first_base_image(context / "Dockerfile") if (context / "Dockerfile").exists() else None
-    label_args = [a for k, v in {LABEL: "1", **(labels or {})}.items() for a in ("--label", f"{k}={v}")]
+    label_args = [a for k, v in {LABEL_MANAGED: "1", **(labels or {})}.items() for a in ("--label", f"{k}={v}")]
     limits = ["--memory", str(settings.build_memory_bytes), "--memory-swap", str(settings.build_memory_bytes)]
     if settings.cpuset:
         limits += ["--cpuset-cpus", settings.cpuset]

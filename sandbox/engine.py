@@ -5,10 +5,7 @@ from functools import lru_cache
 
 import docker
 
-#: Every container and image the platform makes carries this label, so cleanup can find them.
-LABEL = "org.decode-arena.managed"
-#: Images built from a submission carry this label too (its value is the submission id).
-SUBMISSION_LABEL = "org.decode-arena.submission"
+from lake.vocabulary import LABEL_MANAGED, LABEL_SUBMISSION, parse_utc_iso
 
 
 @lru_cache(maxsize=1)
@@ -32,17 +29,16 @@ def resolve_runtime(requested: str) -> str:
 
 
 def remove_leftovers(older_than_s: float = 0, labels: dict[str, str] | None = None) -> int:
-    """Remove what a crash of the platform itself left behind: every container carrying LABEL (and
+    """Remove what a crash of the platform itself left behind: every container carrying LABEL_MANAGED (and
     `labels`, to narrow it down) created at least `older_than_s` ago, with its anonymous volumes, and
     the dangling images of builds that never finished. Call it at startup. Returns the containers removed."""
     import time
-    from datetime import datetime, timezone
 
     import docker.errors
-    wanted = [LABEL] + [f"{k}={v}" for k, v in (labels or {}).items()]
+    wanted = [LABEL_MANAGED] + [f"{k}={v}" for k, v in (labels or {}).items()]
     removed = 0
     for c in client().containers.list(all=True, filters={"label": wanted}):
-        created = datetime.fromisoformat(c.attrs["Created"][:26].rstrip("Z")).replace(tzinfo=timezone.utc)
+        created = parse_utc_iso(c.attrs["Created"])
         if time.time() - created.timestamp() >= older_than_s:
             try:
                 c.remove(force=True, v=True)
@@ -54,8 +50,8 @@ def remove_leftovers(older_than_s: float = 0, labels: dict[str, str] | None = No
     except docker.errors.APIError:
         pass   # a prune already running elsewhere; the next startup does it
     # submission images outlive their evaluation only when the platform died in between
-    for image in client().images.list(filters={"label": wanted + [SUBMISSION_LABEL]}):
-        created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z")).replace(tzinfo=timezone.utc)
+    for image in client().images.list(filters={"label": wanted + [LABEL_SUBMISSION]}):
+        created = parse_utc_iso(image.attrs["Created"])
         if time.time() - created.timestamp() >= older_than_s:
             try:
                 client().images.remove(image.id, force=False)

@@ -11,16 +11,16 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from lake.results import empty_metrics
+from lake.vocabulary import utc_iso
 from sandbox import __version__ as HARNESS_VERSION
 from sandbox.config import SandboxSettings
-from sandbox.engine import SUBMISSION_LABEL
+from lake.vocabulary import LABEL_SUBMISSION
 from sandbox.harness import DecoderSession, LoadSettings, RequestRecord, ScenarioRun, run_loadgen
 from sandbox.runner import ContainerExit, run_sandboxed
 
@@ -79,10 +79,6 @@ class Evaluation:
     stderr: str
     container: ContainerExit | None = None
     telemetry: object | None = None
-
-
-def utc_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def token_accuracy(records: list[RequestRecord], cases: tuple[Case, ...]) -> tuple[int, int]:
@@ -214,7 +210,7 @@ def _run_session(image, submission_id, workload: Workload, model_dir, settings: 
     prompts = [c.prompt for c in workload.cases]
     with run_sandboxed(image, settings, model_dir=model_dir, on_line=session.on_line,
                        on_overflow=session.on_overflow, on_eof=session.on_eof,
-                       labels={SUBMISSION_LABEL: submission_id}) as box:
+                       labels={LABEL_SUBMISSION: submission_id}) as box:
         out = SessionOutcome(runtime=box.runtime)
         on_log(f"[arena] container started (runtime {box.runtime})")
         sidecar = None

@@ -22,7 +22,8 @@ import docker
 import docker.errors
 
 from sandbox.config import SandboxSettings
-from sandbox.engine import LABEL, client, resolve_runtime
+from lake.vocabulary import LABEL_MANAGED
+from sandbox.engine import client, resolve_runtime
 from sandbox.protocol import MAX_LINE_BYTES
 from sandbox.seccomp import profile_json as seccomp_profile
 
@@ -178,7 +179,7 @@ def container_config(image: str, settings: SandboxSettings, runtime: str, model_
         tmpfs=tmpfs,
         mem_limit=settings.memory_bytes, memswap_limit=settings.memory_bytes,
         pids_limit=settings.pids_limit, nano_cpus=int(settings.cpus * 1e9),
-        runtime=runtime, labels={LABEL: "1", **labels},
+        runtime=runtime, labels={LABEL_MANAGED: "1", **labels},
         environment={"ARENA_MODEL_DIR": MODEL_MOUNT, "HOME": "/tmp", "PYTHONUNBUFFERED": "1"},
         ipc_mode="none" if runtime == "runc" else None, hostname="sandbox",
         log_config={"type": "none"},

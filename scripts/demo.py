@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,9 +17,9 @@ from intake.db import Database  # noqa: E402
 from intake.models import User  # noqa: E402
 from intake.security import create_user, issue_token  # noqa: E402
 from sqlalchemy import select  # noqa: E402
+from lake.vocabulary import TERMINAL_STATUSES as TERMINAL, parse_utc_iso  # noqa: E402
 
 EXAMPLES = {"baseline": "demo-baseline", "kv-cache": "demo-kv-cache", "wrong": "demo-wrong"}
-TERMINAL = {"success", "rejected", "failed", "timeout"}
 
 
 def token_for(db: Database, name: str) -> str:
@@ -37,7 +36,7 @@ def token_for(db: Database, name: str) -> str:
 
 def phase_split(timings: dict) -> str:
     """Upload-to-score time split into queue wait, build, run and scoring, from the status events."""
-    at = {k: datetime.fromisoformat(v.replace("Z", "+00:00")) for k, v in timings.items()}
+    at = {k: parse_utc_iso(v) for k, v in timings.items()}
     end = next((at[k] for k in TERMINAL if k in at), None)
     steps = [("queue wait", "queued", "building"), ("build", "building", "running"),
              ("run", "running", "scoring"), ("scoring", "scoring", None)]

@@ -19,7 +19,7 @@ from lake.views import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
-TERMINAL = {"success", "rejected", "failed", "timeout"}
+from lake.vocabulary import TERMINAL_STATUSES as TERMINAL
 
 
 def free_port() -> int:

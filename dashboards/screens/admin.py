@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboards import data
 from dashboards.format import duration, nbytes, text
-from lake.bucket import TERMINAL
+from lake.vocabulary import LABEL_MANAGED, TAG_PRIORITY, TAG_QUEUE, TERMINAL_STATUSES as TERMINAL
 
 LOW_DISK_BYTES = 10 * 2**30
 
@@ -37,7 +37,7 @@ def show_cluster() -> None:
         st.warning("gVisor (runsc) is not registered with Docker: submissions run under runc, with less "
                    "isolation. scripts/setup-engine.sh registers it.")
     if health["containers"]:
-        st.markdown("**Running containers** (label `org.decode-arena.managed`)")
+        st.markdown(f"**Running containers** (label `{LABEL_MANAGED}`)")
         st.table(pd.DataFrame(health["containers"]), hide_index=True)
 
 
@@ -84,20 +84,20 @@ def show_dagster() -> None:
     df = pd.DataFrame(runs["runs"], columns=["queue", "status", "priority", "submission", "job", "run_id",
                                              "created_at"])
     st.caption(f"Active runs in the Dagster instance at {runs['home']}. The QueuedRunCoordinator starts the "
-               f"highest `dagster/priority` first, up to each `arena/queue`'s device count.")
+               f"highest `{TAG_PRIORITY}` first, up to each `{TAG_QUEUE}`'s device count.")
     if df.empty:
         st.info("No queued or running Dagster run.")
         return
     per_queue = (df.assign(queued=df["status"] == "QUEUED", started=df["status"] != "QUEUED")
                  .groupby("queue")[["queued", "started"]].sum().astype(int).reset_index())
     st.table(pd.DataFrame({
-        "arena/queue": per_queue["queue"], "Queued": per_queue["queued"].astype(str),
+        TAG_QUEUE: per_queue["queue"], "Queued": per_queue["queued"].astype(str),
         "Starting / started": per_queue["started"].astype(str),
         "Concurrency limit": per_queue["queue"].map(lambda q: str(runs["limits"].get(q, "none"))),
     }), hide_index=True)
     for queue, group in df.groupby("queue"):
         st.markdown(f"**{queue}**")
-        st.table(group.drop(columns="queue").rename(columns={"priority": "dagster/priority"}).astype(str),
+        st.table(group.drop(columns="queue").rename(columns={"priority": TAG_PRIORITY}).astype(str),
                  hide_index=True)
 
 

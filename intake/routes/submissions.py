@@ -11,7 +11,7 @@ from intake.auth import current_user, resolve_user
 from intake.errors import ApiError, error_body
 from intake.models import User
 from intake.uploads import receive_upload
-from lake.bucket import TERMINAL
+from lake.vocabulary import TERMINAL_STATUSES as TERMINAL
 
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
 

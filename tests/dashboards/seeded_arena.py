@@ -15,7 +15,7 @@ from lake.bucket import Bucket, Marker
 from lake.leaderboard import build_leaderboard
 from lake.results import empty_metrics
 from lake.tables import REQUESTS_SCHEMA, Lake
-from sandbox.engine import LABEL
+from lake.vocabulary import LABEL_MANAGED
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACE = ROOT / "tests" / "fixtures" / "telemetry" / "h200_replay_trace.json"
@@ -115,7 +115,7 @@ def sample_telemetry(lake: Lake, seconds: float = 1.5):
     container = client.containers.run(
         IMAGE, ["python3", "-c", BUSY], detach=True, network_mode="none", runtime="runc",
         name=f"arena-dashboards-test-{uuid.uuid4().hex[:8]}",
-        labels={LABEL: "1", "org.decode-arena.submission": ulid(10)})
+        labels={LABEL_MANAGED: "1", "org.decode-arena.submission": ulid(10)})
     try:
         measured = Sidecar.start(container.id, lake.telemetry_path(CHALLENGE, FAST.id, 1), interval_s=0.2,
                                  docker_client=client)

@@ -10,7 +10,8 @@ from dagster import materialize
 from ulid import ULID
 
 from intake.packaging import zip_directory
-from lake.bucket import Marker, utc_now
+from lake.bucket import Marker
+from lake.vocabulary import utc_iso
 from lake.config import StorageSettings
 from lake.leaderboard import read_leaderboard
 from lake.results import validate_result
@@ -27,10 +28,10 @@ def submit(bucket, instance, source: Path, tmp_path: Path, user: str) -> str:
     sid = str(ULID())
     zip_file = zip_directory(source, tmp_path / f"{sid}.zip")
     bucket.put_submission(Marker(id=sid, challenge="efficient-decode", user=user, sha256="0" * 64,
-                                 created_at=utc_now()), zip_file)
+                                 created_at=utc_iso()), zip_file)
     Lake(StorageSettings.from_env().lake).write_submission(
         {"id": sid, "challenge": "efficient-decode", "user": user, "display_name": None,
-         "sha256": "0" * 64, "created_at": utc_now(), "size_bytes": zip_file.stat().st_size})
+         "sha256": "0" * 64, "created_at": utc_iso(), "size_bytes": zip_file.stat().st_size})
     instance.add_dynamic_partitions("submissions", [sid])
     return sid
 

@@ -6,7 +6,8 @@ import time
 from dagster import build_sensor_context
 from ulid import ULID
 
-from lake.bucket import Marker, utc_now
+from lake.bucket import Marker
+from lake.vocabulary import utc_iso
 from orchestration.sensors import RERUN_PRIORITY, intake_sensor
 
 
@@ -14,7 +15,7 @@ def put(bucket, tmp_path, sid: str, **fields) -> Marker:
     zip_file = tmp_path / f"{sid}.zip"
     zip_file.write_bytes(b"PK\x05\x06" + b"\0" * 18)
     marker = Marker(id=sid, challenge="efficient-decode", user="alice", sha256="0" * 64,
-                    created_at=utc_now(), **fields)
+                    created_at=utc_iso(), **fields)
     bucket.put_submission(marker, zip_file)
     return marker
 

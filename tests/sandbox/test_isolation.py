@@ -13,7 +13,8 @@ import pytest
 
 from sandbox.build import build_image, remove_image
 from sandbox.config import SandboxSettings, default_cpuset
-from sandbox.engine import LABEL, SUBMISSION_LABEL, client, remove_leftovers, resolve_runtime
+from lake.vocabulary import LABEL_MANAGED, LABEL_SUBMISSION
+from sandbox.engine import client, remove_leftovers, resolve_runtime
 from sandbox.runner import MODEL_MOUNT, run_sandboxed
 from sandbox_workloads import SESSION
 
@@ -91,7 +92,7 @@ def test_build_gets_no_host_secrets_and_streams_its_log(tmp_path, monkeypatch):
         assert result.ok, result.error
         log = "\n".join(line for _, line in lines)
         assert "step-one-done" in log and "do-not-leak-4711" not in log
-        assert client().images.get(tag).labels.get(LABEL) == "1"
+        assert client().images.get(tag).labels.get(LABEL_MANAGED) == "1"
     finally:
         remove_image(tag)
 
@@ -131,7 +132,7 @@ def test_leftovers_of_a_killed_platform_are_removed(calibrated, tmp_path):
     env = os.environ | {"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'sandbox'}"}
     proc = subprocess.Popen([sys.executable, "-c", EVALUATE_FOREVER, calibrated, submission, str(tmp_path)],
                             env=env, cwd=REPO)
-    mine = {"label": [LABEL, f"org.decode-arena.submission={submission}"]}
+    mine = {"label": [LABEL_MANAGED, f"org.decode-arena.submission={submission}"]}
     try:
         deadline = time.monotonic() + 60
         while not (running := client().containers.list(filters=mine)):
@@ -152,7 +153,7 @@ def test_a_submission_image_left_by_a_dead_platform_is_removed_at_startup(tmp_pa
     submission = f"orphan-image-{SESSION}"
     (tmp_path / "Dockerfile").write_text("FROM arena/python-cpu:1\nCMD [\"true\"]\n")
     tag = f"arena-sub/{submission}:latest"
-    built = build_image(tmp_path, tag, SandboxSettings(), labels={SUBMISSION_LABEL: submission})
+    built = build_image(tmp_path, tag, SandboxSettings(), labels={LABEL_SUBMISSION: submission})
     assert built.ok, built.error
-    remove_leftovers(labels={SUBMISSION_LABEL: submission})
-    assert client().images.list(filters={"label": f"{SUBMISSION_LABEL}={submission}"}) == []
+    remove_leftovers(labels={LABEL_SUBMISSION: submission})
+    assert client().images.list(filters={"label": f"{LABEL_SUBMISSION}={submission}"}) == []
