@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 export ARENA_HOME ?= $(CURDIR)/.arena
 export DAGSTER_HOME ?= $(ARENA_HOME)/dagster
 
-.PHONY: setup venv engine images browser up down status demo test test-fast clean
+.PHONY: setup venv engine images images-gpu models browser up down status demo test test-fast clean
 
-setup: venv engine images ## venv, Docker engine with gVisor, official base images (idempotent)
+setup: venv engine images models ## venv, Docker engine with gVisor, official base images, pinned models (idempotent)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -22,6 +22,12 @@ engine:
 
 images: engine
 	@bash scripts/build-images.sh
+
+images-gpu: engine ## arena/torch-cuda:1 for GPU submissions (~2.7 GB from PyPI; not part of setup or demo)
+	@bash scripts/build-images.sh torch-cuda
+
+models: venv ## pinned model files of the challenges (sha256-checked) into $$ARENA_HOME/models
+	@$(PY) -m challenges.models.fetch
 
 browser: ## Debian's chromium, driven by Playwright in the web tests
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

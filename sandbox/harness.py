@@ -49,6 +49,7 @@ class DecoderSession:
                  on_done: Callable[[RequestRecord], None] = lambda r: None):
         self.ready = threading.Event()
         self.ready_ns: int | None = None
+        self.framing: str | None = None              # what the ready line negotiated (protocol.FRAMINGS)
         self.error: str | None = None
         self.error_kind: str | None = None           # protocol | crash | timeout
         self.eof = threading.Event()
@@ -76,7 +77,7 @@ class DecoderSession:
         if isinstance(msg, Ready):
             if self.ready.is_set():
                 return self.fail("protocol", "second {\"ready\": true}")
-            self.ready_ns = now_ns
+            self.ready_ns, self.framing = now_ns, msg.framing
             self.ready.set()
             return
         if not self.ready.is_set():

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import docker
 import docker.errors
@@ -24,7 +24,8 @@ import docker.errors
 from sandbox.config import SandboxSettings
 from lake.vocabulary import LABEL_MANAGED
 from sandbox.engine import client, resolve_runtime
-from sandbox.protocol import MAX_LINE_BYTES
+from sandbox.gpu import device_requests
+from sandbox.protocol import StdoutSplitter
 from sandbox.seccomp import profile_json as seccomp_profile
 
 MODEL_MOUNT = "/arena/model"
@@ -78,7 +79,7 @@ class SandboxedContainer:
     # -- output ----------------------------------------------------------------------------
     def _read_loop(self, on_line, on_overflow, on_eof) -> None:
         assert self._sock is not None
-        sock, pending, overflowed = self._sock, bytearray(), False
+        sock, splitter = self._sock, StdoutSplitter()
         try:
             while True:
                 header = _recv_exact(sock, 8)
@@ -93,23 +94,17 @@ class SandboxedContainer:
                     self._keep_stderr(payload)
                     continue
                 self.stdout_bytes += len(payload)
-                if overflowed:
-                    continue
-                pending += payload
-                while (nl := pending.find(b"\n")) >= 0:
-                    line = bytes(pending[:nl])
-                    del pending[:nl + 1]
-                    if line.strip():
-                        on_line(now, line)
-                if len(pending) > MAX_LINE_BYTES:
-                    overflowed = True   # keep draining so the container never blocks on a full pipe
-                    on_overflow(len(pending))
-                    pending.clear()
+                if splitter.overflow is not None:
+                    continue    # keep draining so the container never blocks on a full pipe
+                for message in splitter.feed(payload):
+                    on_line(now, message)
+                if splitter.overflow is not None:
+                    on_overflow(splitter.overflow)
         except OSError:
             pass
         finally:
-            if pending.strip() and not overflowed:
-                on_line(time.monotonic_ns(), bytes(pending))
+            if (rest := splitter.rest()) is not None:
+                on_line(time.monotonic_ns(), rest)
             self._eof.set()
             on_eof()
 
@@ -163,12 +158,14 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 
 def container_config(image: str, settings: SandboxSettings, runtime: str, model_dir: Path | None,
-                     labels: dict[str, str], image_volumes: tuple[str, ...] = ()) -> dict:
+                     labels: dict[str, str], image_volumes: tuple[str, ...] = (),
+                     gpus: Sequence[str] | None = None) -> dict:
     """The docker-py create() arguments: every isolation setting in one place.
 
     `image_volumes` are the VOLUME paths the image declares: Docker would back each with a fresh,
     writable, unlimited anonymous volume, so each gets an empty read-only tmpfs instead, and the
-    model stays the only mount from the host."""
+    model stays the only mount from the host. `gpus` are the GPUs of the worker running this
+    evaluation (UUIDs, see sandbox/gpu.py); None falls back to ARENA_SANDBOX_GPUS."""
     tmpfs = {"/tmp": f"rw,nosuid,nodev,noexec,size={settings.tmpfs_bytes}"}
     tmpfs |= {path: "ro,nosuid,nodev,noexec,size=4096" for path in image_volumes if path != "/tmp"}
     cfg = dict(
@@ -192,9 +189,9 @@ def container_config(image: str, settings: SandboxSettings, runtime: str, model_
         cfg["cpuset_cpus"] = settings.cpuset
     if model_dir is not None:
         cfg["volumes"] = {str(Path(model_dir).resolve()): {"bind": MODEL_MOUNT, "mode": "ro"}}
-    if settings.gpus:
-        cfg["device_requests"] = [docker.types.DeviceRequest(device_ids=list(settings.gpus),
-                                                             capabilities=[["gpu"]])]
+    requests = device_requests(settings.gpus if gpus is None else gpus)
+    if requests:
+        cfg["device_requests"] = requests
     return {k: v for k, v in cfg.items() if v is not None}
 
 
@@ -203,12 +200,13 @@ def run_sandboxed(image: str, settings: SandboxSettings, *, model_dir: Path | No
                   on_line: Callable[[int, bytes], None],
                   on_overflow: Callable[[int], None] = lambda n: None,
                   on_eof: Callable[[], None] = lambda: None,
-                  labels: dict[str, str] | None = None) -> Iterator[SandboxedContainer]:
+                  labels: dict[str, str] | None = None,
+                  gpus: Sequence[str] | None = None) -> Iterator[SandboxedContainer]:
     """Start `image` under the sandbox and yield it; the container is removed on exit, always."""
     runtime = resolve_runtime(settings.runtime)
     volumes = tuple((client().images.get(image).attrs.get("Config") or {}).get("Volumes") or {})
     container = client().containers.create(
-        **container_config(image, settings, runtime, model_dir, labels or {}, volumes))
+        **container_config(image, settings, runtime, model_dir, labels or {}, volumes, gpus))
     box = SandboxedContainer(container=container, runtime=runtime, settings=settings)
     try:
         sock = client().api.attach_socket(container.id, params={

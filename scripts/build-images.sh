@@ -41,4 +41,21 @@ build_python_cpu() {
     -t arena/python-cpu:1 "$ctx" >/dev/null
 }
 
-build_python_cpu
+build_torch_cuda() { # `make images-gpu`: ~2.7 GB of CUDA wheels from PyPI, so never on `make demo`'s path
+  local ctx=images/torch-cuda want tag="${ARENA_TORCH_CUDA_TAG:-arena/torch-cuda:1}"
+  cp sandbox/protocol.py "$ctx/arena_protocol.py"
+  want=$(digest "$ctx/Dockerfile" "$ctx/arena_protocol.py")
+  if image_exists "$tag" && \
+     [ "$(docker image inspect -f '{{index .Config.Labels "org.decode-arena.source"}}' "$tag")" = "$want" ]; then
+    return
+  fi
+  local base; base=$(base_image)
+  log "building $tag from $base (downloads ~2.7 GB of CUDA wheels)"
+  docker build -q --build-arg "BASE=$base" --label "org.decode-arena.source=$want" -t "$tag" "$ctx" >/dev/null
+}
+
+case "${1:-python-cpu}" in
+  python-cpu) build_python_cpu ;;
+  torch-cuda) build_torch_cuda ;;
+  *) log "unknown image ${1}; known: python-cpu, torch-cuda"; exit 2 ;;
+esac
