@@ -42,16 +42,28 @@ build_python_cpu() {
 }
 
 build_torch_cuda() { # `make images-gpu`: ~2.7 GB of CUDA wheels from PyPI, so never on `make demo`'s path
-  local ctx=images/torch-cuda want tag="${ARENA_TORCH_CUDA_TAG:-arena/torch-cuda:1}"
+  local ctx=images/torch-cuda want tag="${ARENA_TORCH_CUDA_TAG:-arena/torch-cuda:1}" torch=2.13.0
+  image_exists arena/python-cpu:1 || build_python_cpu
   cp sandbox/protocol.py "$ctx/arena_protocol.py"
-  want=$(digest "$ctx/Dockerfile" "$ctx/arena_protocol.py")
+  want=$( (cat "$ctx/Dockerfile" "$ctx/arena_protocol.py"; docker image inspect -f '{{.Id}}' arena/python-cpu:1) \
+          | sha256sum | cut -c1-16)
   if image_exists "$tag" && \
      [ "$(docker image inspect -f '{{index .Config.Labels "org.decode-arena.source"}}' "$tag")" = "$want" ]; then
     return
   fi
-  local base; base=$(base_image)
-  log "building $tag from $base (downloads ~2.7 GB of CUDA wheels)"
-  docker build -q --build-arg "BASE=$base" --label "org.decode-arena.source=$want" -t "$tag" "$ctx" >/dev/null
+  # Builds have no network: the wheels come from PyPI on the host, for the image's Python 3.11 on
+  # x86_64; no pip config file, find-links or constraint applies (a local CPU build of the same
+  # version, 2.13.0+cpu, would otherwise win).
+  log "downloading torch==$torch (CUDA) and its wheels from PyPI into $ctx/wheelhouse (~2.7 GB)"
+  local platforms=() p
+  for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 linux_x86_64; do
+    platforms+=(--platform "$p")
+  done
+  PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= python3 -m pip download -q --only-binary=:all: \
+    "${platforms[@]}" --python-version 3.11 --implementation cp -d "$ctx/wheelhouse" "torch==$torch"
+  log "building $tag from arena/python-cpu:1"
+  docker build -q --build-arg "TORCH_VERSION=$torch" --label "org.decode-arena.source=$want" -t "$tag" "$ctx" >/dev/null
+  rm -rf "$ctx/wheelhouse"
 }
 
 case "${1:-python-cpu}" in

@@ -228,12 +228,16 @@ class Llama:
         # The last emitted token predicts nothing that is scored: feed prompt + continuation[:-1].
         seqs = [list(p) + list(c)[:-1] if c else list(p) for p, c in zip(prompts, continuations)]
         self._check_context(max(map(len, seqs)))
-        hidden, _ = self.prefill(_right_padded(seqs))
+        # A token outside the vocabulary scores -inf where it was emitted; as context later on it
+        # reads as token 0 (whatever it stands for, the position that emitted it has failed).
+        vocab = self.w["token_embd.weight"].shape[0]
+        tokens = _right_padded(seqs)
+        tokens[(tokens < 0) | (tokens >= vocab)] = 0
+        hidden, _ = self.prefill(tokens)
         where = [(b, len(p) - 1 + j) for b, (p, c) in enumerate(zip(prompts, continuations)) for j in range(len(c))]
         emitted = np.array([t for c in continuations for t in c], dtype=np.int64)
         lp, best, arg = (np.zeros(len(where), np.float32), np.zeros(len(where), np.float32),
                          np.zeros(len(where), np.int64))
-        vocab = self.output.shape[0]
         for start in range(0, len(where), LOGIT_ROWS):
             sel = where[start:start + LOGIT_ROWS]
             h = hidden[[b for b, _ in sel], [t for _, t in sel]]
