@@ -55,12 +55,11 @@ build_torch_cuda() { # `make images-gpu`: ~2.7 GB of CUDA wheels from PyPI, so n
   # x86_64; no pip config file, find-links or constraint applies (a local CPU build of the same
   # version, 2.13.0+cpu, would otherwise win).
   log "downloading torch==$torch (CUDA) and its wheels from PyPI into $ctx/wheelhouse (~2.7 GB)"
-  local platforms=() p
-  for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 linux_x86_64; do
-    platforms+=(--platform "$p")
-  done
+  # The host's own platform tags (pip does not widen an explicit --platform to older manylinux
+  # versions, and the nvidia-* wheels use several): an x86_64 Linux host with glibc >= 2.28.
+  [ "$(uname -m)" = x86_64 ] || { log "build arena/torch-cuda:1 on an x86_64 host"; exit 1; }
   PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= python3 -m pip download -q --only-binary=:all: \
-    "${platforms[@]}" --python-version 3.11 --implementation cp -d "$ctx/wheelhouse" "torch==$torch"
+    --python-version 3.11 --implementation cp -d "$ctx/wheelhouse" "torch==$torch"
   log "building $tag from arena/python-cpu:1"
   docker build -q --build-arg "TORCH_VERSION=$torch" --label "org.decode-arena.source=$want" -t "$tag" "$ctx" >/dev/null
   rm -rf "$ctx/wheelhouse"

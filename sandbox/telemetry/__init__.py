@@ -23,7 +23,8 @@ from typing import Sequence
 import docker
 
 from sandbox.telemetry.container import CgroupSource, container_source, runtime_of
-from sandbox.telemetry.nvml import NvmlSource, dcgm_note, open_real_nvml
+from sandbox.telemetry.dcgm import DcgmSource, open_real_dcgm
+from sandbox.telemetry.nvml import NvmlSource, open_real_nvml
 from sandbox.telemetry.parquet_stream import ParquetStream
 from sandbox.telemetry.sampler import MIN_INTERVAL_S, Sampler
 from sandbox.telemetry.schema import COLUMNS, SCHEMA, SOURCES
@@ -58,10 +59,14 @@ class Sidecar:
 
     @classmethod
     def start(cls, container_id: str, out_path: Path, *, interval_s: float = 1.0,
-              gpu_indices: Sequence[int] = (), nvml: object | None = None,
+              gpu_indices: Sequence[int] = (), nvml: object | None = None, dcgm: object | None = None,
               docker_client=None) -> "Sidecar":
         """Start sampling now. Raises only for a bad ``interval_s``; any other problem is reported by
-        ``stop()`` as a crashed summary, so telemetry can never stop an evaluation from running."""
+        ``stop()`` as a crashed summary, so telemetry can never stop an evaluation from running.
+
+        GPU sources, chosen by what the host has: NVML always (power, energy, memory, clocks, PCIe
+        counters); profiling from DCGM where its bindings and host engine answer, else from NVML's GPM.
+        ``nvml`` / ``dcgm`` inject replays (tests): an injected NVML never opens the real DCGM."""
         if interval_s < MIN_INTERVAL_S:
             raise ValueError(f"interval_s must be at least {MIN_INTERVAL_S} s (10 Hz), got {interval_s}")
         notes: list[str] = []
@@ -77,10 +82,7 @@ class Sidecar:
                 notes.append("runsc: the container cgroup holds the whole gVisor sandbox (Sentry, gofer, stubs); "
                              "cpu and memory include gVisor's overhead and pids counts Sentry threads")
             if gpu_indices:
-                gpu = cls._gpu_source(nvml, gpu_indices, box.pids, notes)
-                if gpu is not None:
-                    sources.append(gpu)
-            notes.append(dcgm_note())
+                sources += cls._gpu_sources(nvml, dcgm, gpu_indices, interval_s, box.pids, notes)
             names = tuple(dict.fromkeys(label for s in sources for label in s.labels()))
             stream = ParquetStream(out_path, metadata={
                 "container_id": container.id, "interval_s": str(interval_s),
@@ -93,8 +95,22 @@ class Sidecar:
         sampler.start()
         return cls(sampler, out_path, names, notes)
 
+    @classmethod
+    def _gpu_sources(cls, nvml, dcgm, gpu_indices, interval_s, container_pids, notes: list[str]) -> list:
+        if dcgm is None and nvml is None:
+            dcgm, note = open_real_dcgm(gpu_indices, interval_s)
+            notes.append(note)
+        gpu = cls._nvml_source(nvml, gpu_indices, container_pids, notes, gpm=dcgm is None)
+        out = [gpu] if gpu is not None else []
+        if dcgm is not None:
+            profiling = DcgmSource(dcgm, gpu_indices, gpu.peaks() if gpu is not None else {})
+            if profiling.name == "replay":
+                notes.append("replay: DCGM rows come from a trace, not from hardware; never rank them")
+            out.append(profiling)
+        return out
+
     @staticmethod
-    def _gpu_source(nvml, gpu_indices, container_pids, notes: list[str]) -> NvmlSource | None:
+    def _nvml_source(nvml, gpu_indices, container_pids, notes: list[str], gpm: bool) -> NvmlSource | None:
         if nvml is None:
             nvml, note = open_real_nvml()
             notes.append(note)
@@ -103,7 +119,7 @@ class Sidecar:
         else:
             nvml.nvmlInit()
         try:
-            gpu = NvmlSource(nvml, gpu_indices, container_pids=container_pids)
+            gpu = NvmlSource(nvml, gpu_indices, container_pids=container_pids, gpm=gpm)
         except nvml.NVMLError as exc:
             notes.append(f"nvml: GPUs {list(gpu_indices)} unavailable ({exc})")
             nvml.nvmlShutdown()

@@ -15,6 +15,7 @@ matches the datasheets (H100 SXM: 2619 MHz, 5120 bit -> 3352 GB/s). The peak use
 from __future__ import annotations
 
 import importlib.util
+import time
 from typing import Callable, Sequence
 
 from sandbox.telemetry.sampler import FieldReader
@@ -49,10 +50,19 @@ def open_real_nvml() -> tuple[object | None, str]:
     return pynvml, "nvml: initialised"
 
 
-def dcgm_note() -> str:
-    if importlib.util.find_spec("pydcgm") is None:
-        return "dcgm: Python bindings (pydcgm) not installed"
-    return "dcgm: bindings present; no DCGM source is implemented, NVML is used"
+def energy_from_power(gpu, row: dict, now_ns: int) -> None:
+    """Without an energy counter: the energy since the previous power reading is the mean of the two
+    readings times the time between them (trapezoid), labelled ``power-x-time``. A gap in the power
+    readings leaves that interval's energy null rather than bridging it."""
+    power = row.get("power_w")
+    if power is None:
+        gpu.last_power = None
+        return
+    if gpu.last_power is not None:
+        then, before = gpu.last_power
+        row["energy_mj_delta"] = round((before + power) / 2 * (now_ns - then) / 1e6)
+        row["energy_method"] = "power-x-time"
+    gpu.last_power = (now_ns, power)
 
 
 class _Gpu:
@@ -61,13 +71,16 @@ class _Gpu:
         self.device = f"gpu{index}"
         self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
         self.last_energy_mj: int | None = None
+        self.energy_counter = True              # False: the GPU has none, energy is power x time
+        self.last_power: tuple[int, float] | None = None   # (monotonic ns, watts) of the last reading
         self.peak_GBs: float | None = None
         self.gpm_samples: list | None = None   # [previous, current]
         self.gpm_have_previous = False
 
 
 class NvmlSource:
-    def __init__(self, nvml, indices: Sequence[int], *, container_pids: Callable[[], set[int]] | None = None):
+    def __init__(self, nvml, indices: Sequence[int], *, container_pids: Callable[[], set[int]] | None = None,
+                 gpm: bool = True):
         self.nvml = nvml
         self.name = "nvml" if is_real_pynvml(nvml) else "replay"
         self.gpm_name = "nvml-gpm" if self.name == "nvml" else "replay"
@@ -76,14 +89,17 @@ class NvmlSource:
         self.notes: list[str] = []
         self.gpus = [_Gpu(nvml, i) for i in indices]
         for gpu in self.gpus:
-            self._setup_gpm(gpu)
+            if gpm:     # off when DCGM's profiling module owns the counters (sandbox/telemetry/dcgm.py)
+                self._setup_gpm(gpu)
+            else:
+                self._setup_peak(gpu)
 
     def labels(self) -> tuple[str, ...]:
         """The ``source`` values this source writes."""
         gpm = any(g.gpm_samples is not None for g in self.gpus)
         return (self.name, self.gpm_name) if gpm else (self.name,)
 
-    def _setup_gpm(self, gpu: _Gpu) -> None:
+    def _setup_peak(self, gpu: _Gpu) -> None:
         nvml = self.nvml
         try:
             clock = nvml.nvmlDeviceGetMaxClockInfo(gpu.handle, nvml.NVML_CLOCK_MEM)
@@ -92,6 +108,14 @@ class NvmlSource:
             self.notes.append(f"{gpu.device}: DRAM peak {gpu.peak_GBs:.1f} GB/s from {clock} MHz x {width} bit")
         except nvml.NVMLError as exc:
             self.notes.append(f"{gpu.device}: no DRAM peak ({exc}); dram_bw_GBs stays null")
+
+    def peaks(self) -> dict[int, float | None]:
+        """GPU index -> the DRAM peak (GB/s) that turns a utilisation into a bandwidth."""
+        return {gpu.index: gpu.peak_GBs for gpu in self.gpus}
+
+    def _setup_gpm(self, gpu: _Gpu) -> None:
+        nvml = self.nvml
+        self._setup_peak(gpu)
         try:
             supported = nvml.nvmlGpmQueryDeviceSupport(gpu.handle).isSupportedDevice
         except (nvml.NVMLError, AttributeError) as exc:
@@ -126,11 +150,21 @@ class NvmlSource:
         row["gpu_memory_used_bytes"] = read("gpu_memory_used_bytes", lambda: nvml.nvmlDeviceGetMemoryInfo(h).used)
         power_mw = read("power_w", lambda: nvml.nvmlDeviceGetPowerUsage(h))
         row["power_w"] = None if power_mw is None else power_mw / 1000.0
-        energy = read("energy_mj_delta", lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h))
-        if energy is not None:
-            if gpu.last_energy_mj is not None:
-                row["energy_mj_delta"] = energy - gpu.last_energy_mj
-            gpu.last_energy_mj = energy
+        energy = None
+        if gpu.energy_counter:
+            try:
+                energy = nvml.nvmlDeviceGetTotalEnergyConsumption(h)
+            except nvml.NVMLError_NotSupported:   # no counter on this GPU: power x time from now on
+                gpu.energy_counter = False
+            except nvml.NVMLError:
+                read.failed("energy_mj_delta")
+        if gpu.energy_counter:
+            if energy is not None:
+                if gpu.last_energy_mj is not None:
+                    row["energy_mj_delta"], row["energy_method"] = energy - gpu.last_energy_mj, "counter"
+                gpu.last_energy_mj = energy
+        else:
+            energy_from_power(gpu, row, time.monotonic_ns())
         row["sm_clock_mhz"] = read("sm_clock_mhz", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
         row["mem_clock_mhz"] = read("mem_clock_mhz", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM))
         row["temperature_c"] = read("temperature_c",

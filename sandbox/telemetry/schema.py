@@ -5,7 +5,8 @@ all read it from here.
 
 Counters (``io_*_bytes``, ``pcie_*_bytes``) are the raw cumulative values the source reports;
 ``energy_mj_delta`` is the one delta: energy used since the previous successful reading of the same
-device. A metric that could not be read is null, never invented.
+device, from the GPU's energy counter, or where it has none, power x time (``energy_method`` says
+which). A metric that could not be read is null, never invented.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ METRIC_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("gpu_memory_used_bytes", pa.int64()),
     ("power_w", pa.float64()),
     ("energy_mj_delta", pa.int64()),
+    ("energy_method", pa.string()),         # 'counter' (the GPU's energy counter) or 'power-x-time'
+                                            # (no counter: mean of two power readings x their interval)
     ("sm_clock_mhz", pa.int64()),
     ("mem_clock_mhz", pa.int64()),
     ("temperature_c", pa.int64()),
@@ -49,6 +52,10 @@ METRIC_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("sm_util_percent", pa.float64()),
     ("sm_occupancy_percent", pa.float64()),
     ("tensor_util_percent", pa.float64()),
+    ("pcie_tx_Bps", pa.float64()),          # DCGM profiling rates, bytes per second over the last interval
+    ("pcie_rx_Bps", pa.float64()),
+    ("nvlink_tx_Bps", pa.float64()),
+    ("nvlink_rx_Bps", pa.float64()),
 )
 
 COLUMNS: tuple[str, ...] = tuple(name for name, _ in KEY_COLUMNS + METRIC_COLUMNS)

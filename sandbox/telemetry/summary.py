@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 _WINDOW_COLUMNS = ["mono_ns", "source", "device", "cpu_percent", "memory_bytes", "memory_peak_bytes",
-                   "energy_mj_delta", "dram_bw_GBs", "dram_bw_peak_GBs", "gpu_memory_used_bytes",
+                   "energy_mj_delta", "energy_method", "dram_bw_GBs", "dram_bw_peak_GBs", "gpu_memory_used_bytes",
                    "process_gpu_memory_bytes"]
 _GPU_SOURCES = ("nvml", "nvml-gpm", "dcgm", "replay")
 
@@ -29,11 +29,13 @@ class TelemetrySummary:
     def window(self, start_mono_ns: int, end_mono_ns: int) -> dict:
         """Metrics over [start, end] in ``time.monotonic_ns()`` terms; a value is None when not measured.
 
-        ``energy_joules`` pro-rates each energy delta by how much of its interval lies in the window.
+        ``energy_joules`` pro-rates each energy delta by how much of its interval lies in the window;
+        ``energy_method`` says where the deltas came from: ``counter``, ``power-x-time`` (a GPU with no
+        energy counter) or both joined by ``+``.
         ``peak_memory_bytes`` is the largest sampled working set, raised to the kernel's high-water
         mark when that mark grew during the window (so a spike between samples is not missed).
         """
-        out = {"peak_memory_bw_GBs": None, "dram_bw_peak_GBs": None, "energy_joules": None,
+        out = {"peak_memory_bw_GBs": None, "dram_bw_peak_GBs": None, "energy_joules": None, "energy_method": None,
                "peak_memory_bytes": None, "peak_gpu_memory_bytes": None, "cpu_percent_mean": None,
                "container_source": None, "gpu_source": None, "replay": False,
                "telemetry_missing": self.crashed or self.path is None}
@@ -56,6 +58,8 @@ class TelemetrySummary:
         out["dram_bw_peak_GBs"] = _max(gpu, "dram_bw_peak_GBs")
         out["peak_gpu_memory_bytes"] = _max(gpu, "process_gpu_memory_bytes")
         out["energy_joules"] = _energy_joules(rows, start_mono_ns, end_mono_ns)
+        methods = sorted({r["energy_method"] for r in gpu if r["energy_method"]})
+        out["energy_method"] = "+".join(methods) if out["energy_joules"] is not None and methods else None
         return out
 
 
