@@ -156,7 +156,7 @@ def main() -> None:
         "torch fp32": lambda: torch_greedy(fast, model_dir, prompts, args.tokens),
         "torch bf16": lambda: torch_greedy(fast, model_dir, prompts, args.tokens, dtype="bfloat16"),
         "torch fp16": lambda: torch_greedy(fast, model_dir, prompts, args.tokens, dtype="float16"),
-        "torch int8 weights (fast)": lambda: torch_greedy(fast, model_dir, prompts, args.tokens, quantize="int8"),
+        "torch int8 weights": lambda: torch_greedy(fast, model_dir, prompts, args.tokens, quantize="int8"),
         "torch int8 dynamic": lambda: torch_greedy(fast, model_dir, prompts, args.tokens, quantize="int8-dynamic"),
     }
     for kind in ("wrong-rope", "dropped-layer", "3-bit", "symmetric-4-bit"):

@@ -10,13 +10,17 @@ token passes when its reference log-prob is within ``margin_nats`` of the refere
     kind = "logprob"
     threshold = 0.99       # share of scored positions that must pass
     margin_nats = 0.5
-    top1_floor = 0.95      # share of scored positions where the entry emitted the reference's argmax
+    top1_floor = 0.90      # share of scored positions where the entry emitted the reference's argmax
     audit_fraction = 0.1   # share of timed outputs judged too, drawn unpredictably
 
 A correct implementation passes nearly every position, since its own choice is always close to the
 best; a broken one (a wrong RoPE, a dropped layer, 3-bit weights) drifts far from the reference's
 distribution. The top-1 floor stops an entry that would always emit the second-best token.
-Thresholds: see the measurements in README.md ("smollm2-135m").
+Thresholds, from benchmarks/smollm2_gate.py (16 chat prompts x 48 tokens; README, "smollm2-135m"):
+every correct implementation measured (numpy and torch float32, bfloat16, float16, weight-only int8)
+kept 100% of positions within 0.5 nats and 96-100% top-1; every broken one (wrong RoPE, a dropped
+layer, 3-bit or symmetric 4-bit weights, int8 activations) at most 83% within the margin and 75%
+top-1. 99% and 90% sit between the two, with room on the correct side.
 
 Length and EOS: every request must produce exactly ``max_new_tokens`` tokens. The end-of-turn token
 is an ordinary token (generation goes on past it, as in throughput benchmarks that ignore EOS), so
@@ -38,7 +42,7 @@ class LogprobGate:
     def __init__(self, spec: ChallengeSpec, root: Path):
         f = Fields(spec.gate.table, f"{Path(root) / 'challenge.toml'} [gate]")
         self.margin_nats = f.float("margin_nats", 0.5, minimum=0.0)
-        self.top1_floor = f.float("top1_floor", 0.95, minimum=0.0, maximum=1.0)
+        self.top1_floor = f.float("top1_floor", 0.90, minimum=0.0, maximum=1.0)
         f.done()
         self.threshold = spec.gate.threshold
         self.max_new_tokens = spec.workload.max_new_tokens

@@ -28,7 +28,9 @@ harness a struct unpack per frame instead of a JSON parse, and no text formattin
 from __future__ import annotations
 
 import json
+import os
 import queue
+import select
 import struct
 import sys
 import threading
@@ -235,6 +237,10 @@ class DecoderIO:
         self._in = stdin or sys.stdin
         out = stdout or sys.stdout
         self._out = getattr(out, "buffer", out)      # bytes go out, whatever the framing
+        try:
+            self._fd: int | None = self._out.fileno()
+        except (AttributeError, OSError, ValueError):   # an in-memory stream (tests)
+            self._fd = None
         self.framing = framing
         self._queue: "queue.Queue[Request | None]" = queue.Queue()
         self._lock = threading.Lock()
@@ -269,9 +275,20 @@ class DecoderIO:
             yield req
 
     def _write(self, data: bytes) -> None:
+        """All of ``data`` or nothing else: stdout may be a non-blocking pipe (it is under gVisor), where
+        a buffered write gives up half-way when the pipe is full and the next write tears a line."""
         with self._lock:
-            self._out.write(data)
+            if self._fd is None:
+                self._out.write(data)
+                self._out.flush()
+                return
             self._out.flush()
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(self._fd, view):]
+                except BlockingIOError:
+                    select.select([], [self._fd], [], 1.0)
 
     def _encode(self, rid: str, tokens, done: bool) -> bytes:
         if self.framing == BINARY_V1:

@@ -112,18 +112,19 @@ class LlamaGguf:
                 for s in self.llama.teacher_forced(prompts, continuations)]
 
     def materialize(self, cache_root: Path) -> Path:
-        """``cache_root/<challenge>/`` as described in the module docstring, written once, atomically
-        (a temporary directory renamed into place; a racing twin's identical copy is dropped)."""
-        target = Path(cache_root) / self.name
+        """``cache_root/llama-gguf-<sha256 prefix>/`` as described in the module docstring (one per
+        pinned file, shared by the challenges that pin it: the CPU and GPU variants), written once,
+        atomically (a temporary directory renamed into place; a racing twin's copy is dropped)."""
+        target = Path(cache_root) / f"{self.kind}-{self.pin.sha256[:16]}"
         wanted = self._config_json()
         if _read_json(target / "config.json") == wanted and _complete(target, wanted):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             self._write(tmp, wanted)
             if target.exists():
-                stale = target.with_name(f".{self.name}.stale.{os.getpid()}")
+                stale = target.with_name(f".{target.name}.stale.{os.getpid()}")
                 os.replace(target, stale)
                 shutil.rmtree(stale, ignore_errors=True)
             try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -68,3 +69,30 @@ def test_every_smollm2_example_is_a_valid_submission_directory():
         assert (root / "Dockerfile").read_text().splitlines()[0] == "FROM arena/python-cpu:1"
         assert 'challenge = "smollm2-135m"' in (root / "arena.toml").read_text()
         assert "import challenges" not in (root / "decoder.py").read_text()
+
+
+def test_cuda_example_speaks_binary_frames_and_passes_the_gate_on_cpu(protocol_path):
+    """The GPU variant's entry, run where there is no GPU: torch on the CPU in float32 (torch is in
+    the examples' images, not in the platform's venv: skipped where it is missing)."""
+    pytest.importorskip("torch")
+    from sandbox import protocol
+    prompts = parts.prompts().public()[:2]
+    env = {**os.environ, "PYTHONPATH": str(protocol_path), "ARENA_MODEL_DIR": str(parts.model_dir()),
+           "CUDA_SLOTS": "4", "CUDA_CTX": "256"}
+    proc = subprocess.Popen([sys.executable, str(parts.EXAMPLES / "cuda" / "decoder.py")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env)
+    for i, p in enumerate(prompts):
+        proc.stdin.write(protocol.Request(f"r{i}", p, TOKENS).to_line())
+    proc.stdin.close()
+    splitter, messages = protocol.StdoutSplitter(), []
+    while chunk := proc.stdout.read1(1 << 16):
+        messages += [protocol.parse_output_line(m) for m in splitter.feed(chunk)]
+    assert proc.wait(timeout=60) == 0 and splitter.binary
+    assert messages[0] == protocol.Ready("binary-v1")
+    outputs = {f"r{i}": [] for i in range(len(prompts))}
+    for m in messages[1:]:
+        if isinstance(m, protocol.Tokens):
+            outputs[m.id] += m.tokens
+    assert sum(isinstance(m, protocol.Done) for m in messages) == len(prompts)
+    verdict = judge(prompts, [outputs[f"r{i}"] for i in range(len(prompts))])
+    assert verdict.passed, verdict.detail

@@ -73,10 +73,10 @@ def test_a_token_outside_the_vocabulary_fails_its_position(case):
 
 def test_the_verdict_needs_both_the_margin_share_and_the_top1_floor():
     gate = parts.gate()
-    assert (gate.threshold, gate.margin_nats, gate.top1_floor) == (0.99, 0.5, 0.95)
-    assert gate.verdict([Judgement(100, 100, 96)]).passed
+    assert (gate.threshold, gate.margin_nats, gate.top1_floor) == (0.99, 0.5, 0.90)
+    assert gate.verdict([Judgement(100, 100, 91)]).passed
     assert not gate.verdict([Judgement(100, 98, 98)]).passed           # margin share below 99%
-    failing_top1 = gate.verdict([Judgement(100, 100, 90)])
-    assert not failing_top1.passed and "top-1 agreement 90.00%" in failing_top1.detail
-    assert failing_top1.extra["top1_agreement"] == 0.9
+    failing_top1 = gate.verdict([Judgement(100, 100, 85)])
+    assert not failing_top1.passed and "top-1 agreement 85.00%" in failing_top1.detail
+    assert failing_top1.extra["top1_agreement"] == 0.85
     assert gate.verdict([]).accuracy is None and not gate.verdict([]).passed
