@@ -63,6 +63,8 @@ build_torch_cuda() { # `make images-gpu`: ~2.7 GB of CUDA wheels from PyPI, so n
   log "building $tag from arena/python-cpu:1"
   docker build -q --build-arg "TORCH_VERSION=$torch" --label "org.decode-arena.source=$want" -t "$tag" "$ctx" >/dev/null
   rm -rf "$ctx/wheelhouse"
+  # The install stage (wheels and all, ~8 GB) is left as an untagged image: remove it by its label.
+  docker image ls -q --filter label=org.decode-arena.stage=torch-cuda-install | xargs -r docker image rm >/dev/null || true
 }
 
 case "${1:-python-cpu}" in

@@ -62,6 +62,20 @@ def build_example(example: str, tag: str, patch: Callable[[Path], None] | None =
     return tag
 
 
+def derive_broken(fast_image: str, tag: str) -> str:
+    """The fast entry's image with the dropped-layer decoder on top: seconds instead of a second torch
+    install (which takes minutes under the build sandbox)."""
+    with tempfile.TemporaryDirectory(prefix="arena-smollm2-") as tmp:
+        ctx = Path(tmp) / "broken"
+        ctx.mkdir()
+        shutil.copy(parts.EXAMPLES / "fast" / "decoder.py", ctx / "decoder.py")
+        drop_middle_layer(ctx / "decoder.py")
+        (ctx / "Dockerfile").write_text(f"FROM {fast_image}\nCOPY decoder.py /app/decoder.py\n")
+        result = build_image(ctx, tag, SETTINGS)
+    assert result.ok, f"deriving the broken fast entry failed: {result.error}"
+    return tag
+
+
 def image_tag(example: str) -> str:
     return f"arena-test/smollm2-{example}:{uuid.uuid4().hex[:8]}"
 
