@@ -196,7 +196,6 @@ def container_config(image: str, settings: SandboxSettings, runtime: str, model_
     return {k: v for k, v in cfg.items() if v is not None}
 
 
-@contextmanager
 def thread_environment(threads: int | None) -> dict[str, str]:
     """A challenge's thread limit, told to the decoder and its math libraries (none: nothing set)."""
     if not threads:
@@ -205,6 +204,7 @@ def thread_environment(threads: int | None) -> dict[str, str]:
                                            "MKL_NUM_THREADS")}
 
 
+@contextmanager
 def run_sandboxed(image: str, settings: SandboxSettings, *, model_dir: Path | None,
                   on_line: Callable[[int, bytes], None],
                   on_overflow: Callable[[int], None] = lambda n: None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from challenges.interfaces import Judgement
 from lake.results import empty_metrics
 from lake.vocabulary import utc_iso
 from sandbox import __version__ as HARNESS_VERSION
@@ -24,6 +25,8 @@ from sandbox.harness import RequestRecord, ScenarioRun
 from sandbox.workload import PromptPlan, Workload
 
 _random = random.SystemRandom()
+#: timed outputs judged per reference call while auditing
+AUDIT_CHUNK = 256
 
 
 @dataclass
@@ -68,17 +71,27 @@ class Judge:
         return self.accuracy_passed
 
     def audit_timed(self, runs: list[ScenarioRun]) -> bool:
-        """Judge `audit_fraction` of the timed outputs (all where it is 1); True when they pass."""
+        """Judge `audit_fraction` of the timed outputs (all where it is 1), in random order and in
+        chunks; True when they pass. Judging stops as soon as the verdict cannot be a pass even if
+        every output left were perfect, so a decoder that answers fast garbage cannot make the host
+        spend minutes on references."""
         records = [r for run in runs for r in run.records]
         fraction = self.workload.audit_fraction
         if not records:
             self.audit = {"fraction": fraction, "judged": 0, "passed": None}
             return True
         k = len(records) if fraction >= 1 else max(1, math.ceil(fraction * len(records)))
-        sample = records if k == len(records) else _random.sample(records, k)
-        verdict = self.workload.gate.verdict(self._judge(sample))
-        self.audit = {"fraction": fraction, "judged": len(sample), "passed": bool(verdict.passed),
-                      "accuracy": verdict.accuracy, "detail": verdict.detail}
+        sample = _random.sample(records, k)
+        gate, n = self.workload.gate, self.workload.max_new_tokens
+        judgements: list = []
+        for start in range(0, len(sample), AUDIT_CHUNK):
+            judgements += self._judge(sample[start:start + AUDIT_CHUNK])
+            left = len(sample) - len(judgements)
+            if left and not gate.verdict(judgements + [Judgement(scored=n, passed=n, top1=n)] * left).passed:
+                break     # failed whatever the rest holds
+        verdict = gate.verdict(judgements)
+        self.audit = {"fraction": fraction, "judged": len(judgements), "passed": bool(verdict.passed),
+                      "accuracy": verdict.accuracy, "detail": verdict.detail, "drawn": len(sample)}
         return verdict.passed
 
 
