@@ -21,6 +21,7 @@ from challenges.interfaces import Judgement
 from lake.results import empty_metrics
 from lake.vocabulary import utc_iso
 from sandbox import __version__ as HARNESS_VERSION
+from sandbox.gpu import gpu_isolation
 from sandbox.harness import RequestRecord, ScenarioRun
 from sandbox.workload import PromptPlan, Workload
 
@@ -172,13 +173,6 @@ def telemetry_window(summary, runs: list[ScenarioRun]) -> dict:
     return window
 
 
-def gpu_isolation(runtime: str | None, gpus) -> str | None:
-    """How the container reached its GPUs (README, "GPU hosts"); None without a GPU."""
-    if not gpus or runtime is None:
-        return None
-    return "runsc-nvproxy" if runtime == "runsc" else "runc-hardened"
-
-
 def loadgen_version() -> str:
     from importlib.metadata import version
     try:
@@ -229,7 +223,7 @@ def build_result(*, submission_id: str, challenge: str, status: str, reason: str
         "schema_version": 1, "submission_id": submission_id, "challenge": challenge,
         "status": status, "reason": reason, "metrics": metrics, "measurement": measurement,
         "environment": {"runtime": runtime, "image_digest": image_digest, "base_image": base_image,
-                        "gpu": ",".join(gpus) or None, "gpu_isolation": gpu_isolation(runtime, gpus),
+                        "gpu": ",".join(gpus) or None, "gpu_isolation": gpu_isolation(runtime, gpus) if runtime else None,
                         "devices": devices, "host": platform.node(), "harness_version": HARNESS_VERSION},
         "started_at": started_at or now, "finished_at": now,
     }
