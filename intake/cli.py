@@ -178,6 +178,35 @@ def cmd_rerun(args) -> int:
     return 0
 
 
+def cmd_prompts(args) -> int:
+    """Operators: regenerate an evaluation's prompts from the operator-only record (its secret seed)
+    and verify them against the stored result's `measurement.prompt_set`."""
+    import json as _json
+
+    from challenges import load_challenge
+    from lake.config import StorageSettings
+    from lake.operator import OperatorStore
+    from lake.tables import Lake
+    from sandbox.evaluate import regenerate_prompts, verify_prompts
+
+    try:
+        record = OperatorStore().read(args.id, args.attempt)
+    except KeyError as exc:
+        raise ArenaError("not_found", str(exc.args[0])) from exc
+    challenge = load_challenge(record["challenge"])
+    lake = Lake(StorageSettings.from_env().lake)
+    path = lake.evaluation_dir(challenge.name, args.id) / f"attempt-{record['attempt']}.json"
+    result = _json.loads(path.read_text()) if path.is_file() else None
+    ok, digest, count, stored = verify_prompts(challenge, record, result)
+    if args.show:
+        from sandbox.evaluate import Workload
+        for p in regenerate_prompts(Workload.for_challenge(challenge, seed=int(record["seed"])), record):
+            print(_json.dumps(p, separators=(",", ":")))
+    print(f"submission {args.id} attempt {record['attempt']}: {count} prompts regenerated, {digest}; "
+          f"stored {stored}: {'MATCH' if ok else 'MISMATCH'}", file=sys.stderr)
+    return 0 if ok else 1
+
+
 def cmd_lake_sql(args) -> int:
     from lake.config import StorageSettings
     from lake.views import available_views, connect
@@ -232,6 +261,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("id")
     s.set_defaults(func=cmd_rerun)
 
+    s = admin.add_parser("prompts", help="regenerate an evaluation's prompts and verify its prompt_set digest")
+    s.add_argument("id")
+    s.add_argument("--attempt", type=int, default=None, help="the attempt (default: the latest)")
+    s.add_argument("--show", action="store_true", help="print every prompt (token ids), one per line")
+    s.set_defaults(func=cmd_prompts)
     lake = sub.add_parser("lake", help="query the lake").add_subparsers(dest="lake_command", required=True)
     s = lake.add_parser("sql", help="run a DuckDB query over the lake's views")
     s.add_argument("query")

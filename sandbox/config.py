@@ -40,6 +40,8 @@ class SandboxSettings:
     build_memory_bytes: int = 4 << 30    # memory of each RUN step of the build (swap disabled)
     nofile: int = 4096                   # open files per process in the container
     gpus: tuple[str, ...] = field(default_factory=tuple)   # GPU device ids requested explicitly
+    threads: int | None = None           # threads the decoder is told to use (a challenge's [limits] threads)
+    stall_timeout_s: float | None = None # requests in flight and no output for this long: timeout (challenge)
 
     @classmethod
     def from_env(cls) -> "SandboxSettings":
