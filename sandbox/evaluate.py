@@ -21,7 +21,8 @@ from lake.vocabulary import utc_iso
 from sandbox import __version__ as HARNESS_VERSION
 from sandbox.config import SandboxSettings
 from lake.vocabulary import LABEL_SUBMISSION
-from sandbox.harness import DecoderSession, LoadSettings, RequestRecord, ScenarioRun, run_loadgen
+from sandbox.harness import DecoderSession, LoadSettings, RequestRecord, ScenarioRun, StallWatchdog, run_loadgen
+from sandbox.interference import TimedRunGuard
 from sandbox.runner import ContainerExit, run_sandboxed
 
 
@@ -46,6 +47,8 @@ class Workload:
     tpot_latency_ns: int = 200 * 10**6
     #: the cases the timed runs use (None: all). Private-only timing: cached public answers win nothing.
     perf_indices: tuple[int, ...] | None = None
+    #: the challenge's [limits] stall_timeout_s (None: the sandbox's ARENA_SANDBOX_STALL_TIMEOUT_S)
+    stall_timeout_s: float | None = None
 
     @property
     def timed_indices(self) -> tuple[int, ...]:
@@ -65,6 +68,8 @@ class Workload:
                       repeats=int(perf.get("repeats", 3)), accuracy_threshold=challenge.accuracy_threshold)
         if "min_duration_ms" in perf:
             fields["min_duration_ms"] = int(perf["min_duration_ms"])
+        if "stall_timeout_s" in challenge.spec.get("limits", {}):
+            fields["stall_timeout_s"] = float(challenge.spec["limits"]["stall_timeout_s"])
         timed_sets = challenge.spec.get("workload", {}).get("performance_set")
         if timed_sets:
             fields["perf_indices"] = tuple(i for i, c in enumerate(cases) if c.set in timed_sets)
@@ -157,6 +162,7 @@ class SessionOutcome:
     exit: ContainerExit | None = None
     stderr: str = ""
     telemetry: object | None = None
+    interference: dict | None = None      # measurement.interference (sandbox/interference.py)
 
 
 def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: Workload,
@@ -184,7 +190,8 @@ def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: 
         "status": status, "reason": reason, "metrics": metrics,
         "measurement": {
             "engine": f"mlperf-loadgen {_loadgen_version()}", "scenario": workload.scenario,
-            "valid": all(valid_runs) if valid_runs else None, "repeats": len(out.runs),
+            "valid": (all(valid_runs) and not (out.interference or {}).get("disturbed")) if valid_runs else None,
+            "repeats": len(out.runs), "interference": out.interference,
             "tokens_per_second_cv": perf.get("_cv"), "tokens_per_second_runs": perf.get("_runs", []),
             "loadgen_valid_runs": valid_runs,
             "accuracy_public": (out.accuracy or {}).get("public"),
@@ -226,6 +233,8 @@ def _run_session(image, submission_id, workload: Workload, model_dir, settings: 
             box.kill("timeout")))
         deadline.daemon = True
         deadline.start()
+        stall = StallWatchdog(session, lambda: box.last_stdout_ns, workload.stall_timeout_s or settings.stall_timeout_s,
+                              lambda detail: (session.fail("timeout", detail), box.kill("stall"))).start()
         try:
             if not session.ready.wait(settings.load_timeout_s):
                 session.fail("timeout", f"no {{\"ready\": true}} within {settings.load_timeout_s:.0f} s")
@@ -243,9 +252,12 @@ def _run_session(image, submission_id, workload: Workload, model_dir, settings: 
                 acc = out.accuracy
                 on_log(f"[arena] accuracy {acc['all']:.4f} (public {acc['public']}, private {acc['private']})")
                 if not _below_gate(acc, workload):
-                    out.runs = _performance(session, box, workload, log_root, on_log, out.accuracy_run)
+                    guard = TimedRunGuard.for_container(settings.cpuset, box.container.id, box.pid(), on_log=on_log)
+                    out.runs = _performance(session, box, workload, log_root, on_log, out.accuracy_run, guard)
+                    out.interference = guard.report()
         finally:
             deadline.cancel()
+            stall.stop()
             session.expect_exit()
             box.close_stdin()
             if session.error is None:
@@ -303,7 +315,7 @@ def _accuracy_by_set(run: ScenarioRun, workload: Workload) -> dict:
 
 
 def _performance(session: DecoderSession, box, workload: Workload, log_root: Path,
-                 on_log, accuracy_run: ScenarioRun) -> list[ScenarioRun]:
+                 on_log, accuracy_run: ScenarioRun, guard: TimedRunGuard | None = None) -> list[ScenarioRun]:
     """Size the timed runs from the accuracy pass (LoadGen's expected QPS), warm up with a sizing
     run, then N timed repeats with a cool-down before each."""
     done = [r for r in accuracy_run.records if r.done_ns]
@@ -322,7 +334,9 @@ def _performance(session: DecoderSession, box, workload: Workload, log_root: Pat
     runs = []
     for i in range(1, workload.repeats + 1):
         time.sleep(workload.cooldown_s)
-        run = _timed_run(session, box, workload, f"perf-{i}", load, log_root)
+        timed = lambda label: _timed_run(session, box, workload, label, load, log_root)  # noqa: E731
+        # exclusive evaluation CPUs, interference measured, a disturbed run re-measured (interference.py)
+        run = guard.run(f"perf-{i}", timed, lambda: bool(session.error)) if guard else timed(f"perf-{i}")
         if session.error:
             return runs
         tps = run.loadgen.get("result_tokens_per_second")
