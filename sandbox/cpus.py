@@ -20,6 +20,7 @@ Every function takes an explicit cpuset so a worker with its own devices can use
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ CGROUP_ROOT = Path(os.environ.get("ARENA_CGROUP_ROOT", "/sys/fs/cgroup"))
 PLATFORM_GROUP = "arena-platform"
 EVAL_GROUP = "arena-eval"
 PF_KTHREAD = 0x00200000          # /proc/<pid>/stat flags: a kernel thread
+SWEEP_S = 0.2                    # during a timed run, new processes are moved off this often
 
 
 def parse_cpuset(text: str) -> frozenset[int]:
@@ -176,25 +178,33 @@ class Eviction:
     moved: dict[int, frozenset[int]] = field(default_factory=dict)   # tid -> its affinity before
     unmovable: int = 0
     kernel_threads: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0                 # host time the sweeps took
+    sweeps: int = 0
+    seen: set[int] = field(default_factory=set)
 
     def as_dict(self) -> dict:
         return {"moved_threads": len(self.moved), "unmovable_threads": self.unmovable,
-                "kernel_threads": self.kernel_threads, "seconds": round(self.seconds, 4)}
+                "kernel_threads": self.kernel_threads, "sweeps": self.sweeps, "seconds": round(self.seconds, 4)}
 
 
-def evict(split: CpuSplit, keep_pids: set[int] = frozenset(), keep_cgroup: str | None = None) -> Eviction:
+def evict(split: CpuSplit, keep_pids: set[int] = frozenset(), keep_cgroup: str | None = None,
+          into: Eviction | None = None, only_new: bool = False) -> Eviction:
     """Move every movable host thread off the evaluation CPUs, except the processes in `keep_pids`
-    and those whose cpuset cgroup path contains `keep_cgroup` (the evaluation container)."""
+    and those whose cpuset cgroup path contains `keep_cgroup` (the evaluation container).
+    `into` + `only_new`: a later sweep that looks only at processes the earlier ones did not see
+    (threads and children of moved threads inherit their affinity; a new container does not)."""
     import time
     t0 = time.perf_counter()
-    ev = Eviction(split.evaluation)
+    ev = into or Eviction(split.evaluation)
     if split.platform == split.evaluation:
         return ev
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
+        if only_new and pid in ev.seen:
+            continue
+        ev.seen.add(pid)
         if pid in keep_pids:
             continue
         if _is_kernel_thread(pid):
@@ -216,10 +226,11 @@ def evict(split: CpuSplit, keep_pids: set[int] = frozenset(), keep_cgroup: str |
             target = (before - split.evaluation) or split.platform
             try:
                 os.sched_setaffinity(tid, target)
-                ev.moved[tid] = before
+                ev.moved.setdefault(tid, before)
             except OSError:
                 ev.unmovable += 1     # its cpuset allows only evaluation CPUs, or not ours to move
-    ev.seconds = time.perf_counter() - t0
+    ev.seconds += time.perf_counter() - t0
+    ev.sweeps += 1
     return ev
 
 
@@ -251,7 +262,17 @@ def exclusive(split: CpuSplit, keep_pids: set[int] = frozenset(),
         yield None
         return
     ev = evict(split, keep_pids, keep_cgroup)
+    stop = threading.Event()
+
+    def sweep_new() -> None:     # processes started during the window (a new container, a build)
+        while not stop.wait(SWEEP_S):
+            evict(split, keep_pids, keep_cgroup, into=ev, only_new=True)
+
+    sweeper = threading.Thread(target=sweep_new, daemon=True, name="cpu-evict")
+    sweeper.start()
     try:
         yield ev
     finally:
+        stop.set()
+        sweeper.join()
         restore(ev)

@@ -342,6 +342,8 @@ def _performance(session: DecoderSession, box, workload: Workload, log_root: Pat
         tps = run.loadgen.get("result_tokens_per_second")
         on_log(f"[arena] timed run {i}: {tps} tokens/s, LoadGen says {run.loadgen.get('result_validity')}")
         runs.append(run)
+        if guard and guard.disturbed:    # invalid whatever follows: free the device now
+            return runs
     return runs
 
 

@@ -27,10 +27,12 @@ from sandbox.cpus import CGROUP_ROOT, CpuSplit
 
 T = TypeVar("T")
 USER_HZ = os.sysconf("SC_CLK_TCK")
-#: Default disturbance threshold. A CPU-bound decoder loses about the share of its CPU that others
-#: take, so 3% is the issue's goal (a busy score within 3% of a quiet one); the quiet noise floor on
-#: the development host (kernel threads, interrupts, tick sampling) measured well below it (README).
-DEFAULT_THRESHOLD = 0.03
+#: Default disturbance threshold (foreign + steal share of the evaluation CPUs). A CPU-bound decoder
+#: loses about the share of its CPU that others take. The floor measured under isolation on the
+#: 2-CPU development VM, with a spinning container alone on the evaluation CPU and the host at load
+#: ~10, was 4.2-4.6% (kernel workers, interrupts and 250 Hz tick sampling against the cgroup's exact
+#: time); a threshold under the floor would re-measure every run. README: "Exclusive CPUs".
+DEFAULT_THRESHOLD = 0.05
 DEFAULT_MAX_REMEASURES = 2
 
 
