@@ -71,12 +71,20 @@ class CpuSplit:
 
     @classmethod
     def of(cls, cpuset: str | None = None) -> "CpuSplit":
-        """The split for an evaluation cpuset ('3', '2-3'); None: the sandbox's default cpuset."""
+        """The split for one worker's evaluation cpuset ('3', '2-3'); None: ARENA_EVAL_CPUS, else
+        ARENA_SANDBOX_CPUSET, else the sandbox's default (the last CPU). The platform is every CPU
+        outside all evaluation CPUs (this one's, the arena-eval cgroup's, ARENA_EVAL_CPUS), so that a
+        host task moved off one worker's CPUs never lands on another worker's."""
+        from sandbox.config import default_cpuset
         if cpuset is None:
-            from sandbox.config import default_cpuset
+            cpuset = os.environ.get("ARENA_EVAL_CPUS") or os.environ.get("ARENA_SANDBOX_CPUSET") or ""
+        if cpuset.strip().lower() in ("", "none"):
             cpuset = default_cpuset()
         ev = parse_cpuset(cpuset)
-        rest = host_cpus() - ev
+        reserved = ev | (_group_cpus(EVAL_GROUP) or frozenset())
+        if os.environ.get("ARENA_EVAL_CPUS"):
+            reserved |= parse_cpuset(os.environ["ARENA_EVAL_CPUS"])
+        rest = (host_cpus() - reserved) or (host_cpus() - ev)
         return cls(ev, rest or ev)     # a one-CPU host has nothing to split
 
     def as_dict(self) -> dict:

@@ -77,7 +77,9 @@ def test_the_guard_remeasures_a_disturbed_run_and_gives_up_at_the_limit(monkeypa
     if not isolation_available():
         monkeypatch.setenv("ARENA_CPU_ISOLATION", "off")
     cpu = eval_cpu()
-    guard = TimedRunGuard.for_container(str(cpu), None, None, InterferencePolicy(0.03, 2))
+    # No container here: every busy moment of the CPU is foreign, so the threshold is set above what
+    # this shared host's own noise can reach on an evicted CPU, and far below a spinning hog.
+    guard = TimedRunGuard.for_container(str(cpu), None, None, InterferencePolicy(0.3, 2))
     state = {"n": 0}
 
     def run_with_hog_first_time(label):
@@ -102,4 +104,4 @@ def test_the_guard_remeasures_a_disturbed_run_and_gives_up_at_the_limit(monkeypa
     assert guard.disturbed
     report = guard.report()
     assert [r["disturbed"] for r in report["runs"] if r["label"].startswith("perf-2")] == [True] * 3
-    assert report["max_remeasures"] == 2 and report["threshold"] == 0.03
+    assert report["max_remeasures"] == 2 and report["threshold"] == 0.3
