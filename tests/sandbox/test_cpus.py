@@ -70,22 +70,41 @@ def test_a_platform_process_is_confined_to_the_platform_cpus():
         proc.wait()
 
 
-@needs_two_cpus
-def test_the_guard_remeasures_a_disturbed_run_and_gives_up_at_the_limit(monkeypatch):
-    """The re-measure loop on its own: a hog that isolation cannot move during the first attempt
-    only, then a hog during every attempt."""
+def make_guard(monkeypatch) -> TimedRunGuard:
     if not isolation_available():
         monkeypatch.setenv("ARENA_CPU_ISOLATION", "off")
-    cpu = eval_cpu()
     # No container here: every busy moment of the CPU is foreign, so the threshold is set above what
-    # this shared host's own noise can reach on an evicted CPU, and far below a spinning hog.
-    guard = TimedRunGuard.for_container(str(cpu), None, None, InterferencePolicy(0.3, 2))
+    # this shared host's own noise reaches on an evicted CPU, and far below a spinning hog.
+    return TimedRunGuard.for_container(str(eval_cpu()), None, None, InterferencePolicy(0.3, 2))
+
+
+@needs_two_cpus
+def test_the_guard_gives_up_at_the_limit_when_every_attempt_is_disturbed(monkeypatch):
+    guard = make_guard(monkeypatch)
+
+    def run_with_hog(label):
+        with hog(eval_cpu(), unmovable=True):
+            time.sleep(1.0)
+        return label
+
+    assert guard.run("perf-1", run_with_hog) == "perf-1-remeasure-2"
+    assert guard.disturbed and guard.remeasured == 2
+    report = guard.report()
+    assert [r["label"] for r in report["runs"]] == ["perf-1", "perf-1-remeasure-1", "perf-1-remeasure-2"]
+    assert all(r["disturbed"] and r["foreign_fraction"] > 0.5 for r in report["runs"])
+    assert report["max_remeasures"] == 2 and report["threshold"] == 0.3
+
+
+@needs_two_cpus
+def test_the_guard_remeasures_a_run_disturbed_once(monkeypatch):
+    """A hog that isolation cannot move, during the first attempt only."""
+    guard = make_guard(monkeypatch)
     state = {"n": 0}
 
     def run_with_hog_first_time(label):
         state["n"] += 1
         if state["n"] == 1:
-            with hog(cpu, unmovable=True):
+            with hog(eval_cpu(), unmovable=True):
                 time.sleep(1.0)
         else:
             time.sleep(1.0)
@@ -93,15 +112,7 @@ def test_the_guard_remeasures_a_disturbed_run_and_gives_up_at_the_limit(monkeypa
 
     assert guard.run("perf-1", run_with_hog_first_time) in ("perf-1-remeasure-1", "perf-1-remeasure-2")
     assert guard.runs[0]["disturbed"] and guard.runs[0]["foreign_fraction"] > 0.5
-    assert guard.remeasured >= 1 and not guard.disturbed
-
-    def run_with_hog(label):
-        with hog(cpu, unmovable=True):
-            time.sleep(1.0)
-        return label
-
-    assert guard.run("perf-2", run_with_hog) == "perf-2-remeasure-2"
-    assert guard.disturbed
-    report = guard.report()
-    assert [r["disturbed"] for r in report["runs"] if r["label"].startswith("perf-2")] == [True] * 3
-    assert report["max_remeasures"] == 2 and report["threshold"] == 0.3
+    assert guard.remeasured >= 1
+    if guard.disturbed and all((r["eviction"] or {}).get("unmovable_threads") for r in guard.runs[1:]):
+        pytest.skip(f"another task pinned to the evaluation CPU (another evaluation) kept it busy: {guard.runs}")
+    assert not guard.disturbed
