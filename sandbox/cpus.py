@@ -242,11 +242,13 @@ def evict(split: CpuSplit, keep_pids: set[int] = frozenset(), keep_cgroup: str |
     return ev
 
 
-def restore(ev: Eviction) -> None:
-    """Give the moved threads their affinity back (the ones still alive)."""
+def restore(ev: Eviction, split: CpuSplit | None = None) -> None:
+    """Give the moved threads their affinity back (the ones still alive), except other workers'
+    evaluation CPUs: a thread moved off this worker's CPUs never lands on another's in its window."""
+    others = (host_cpus() - split.platform - split.evaluation) if split else frozenset()
     for tid, before in ev.moved.items():
         try:
-            os.sched_setaffinity(tid, before)
+            os.sched_setaffinity(tid, (before - others) or before)
         except OSError:
             pass
 
@@ -283,4 +285,4 @@ def exclusive(split: CpuSplit, keep_pids: set[int] = frozenset(),
     finally:
         stop.set()
         sweeper.join()
-        restore(ev)
+        restore(ev, split)

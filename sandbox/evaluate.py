@@ -252,9 +252,10 @@ def _run_session(image, submission_id, workload: Workload, model_dir, settings: 
                 acc = out.accuracy
                 on_log(f"[arena] accuracy {acc['all']:.4f} (public {acc['public']}, private {acc['private']})")
                 if not _below_gate(acc, workload):
-                    guard = TimedRunGuard.for_container(settings.cpuset, box.container.id, box.pid(), on_log=on_log)
+                    guard = TimedRunGuard.for_container(settings.cpuset, box.container.id, box.pid(),
+                                                        on_log=on_log) if settings.cpuset else None
                     out.runs = _performance(session, box, workload, log_root, on_log, out.accuracy_run, guard)
-                    out.interference = guard.report()
+                    out.interference = guard.report() if guard else None
         finally:
             deadline.cancel()
             stall.stop()
