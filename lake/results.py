@@ -35,6 +35,8 @@ def flatten(result: dict) -> dict:
     meas = result["measurement"]
     row.update({"scenario": meas["scenario"], "valid": meas["valid"], "repeats": meas["repeats"],
                 "tokens_per_second_cv": meas["tokens_per_second_cv"], "engine": meas["engine"]})
+    interference = meas.get("interference") or {}
+    row.update({"disturbed": interference.get("disturbed"), "remeasured": interference.get("remeasured")})
     env = result["environment"]
     row.update({"runtime": env["runtime"], "image_digest": env["image_digest"],
                 "base_image": env["base_image"], "gpu": env["gpu"], "host": env["host"],

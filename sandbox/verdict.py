@@ -197,10 +197,12 @@ def build_result(*, submission_id: str, challenge: str, status: str, reason: str
         metrics["tokens_per_joule"] = sum(len(r.tokens) for run in runs for r in run.records) / metrics["energy_joules"]
     valid_runs = perf.get("_valid", [])
     runtime = out.runtime if out is not None else None
+    interference = out.interference if out is not None else None
     now = utc_iso()
     measurement = {
         "engine": f"mlperf-loadgen {loadgen_version()}" if out is not None else "none", "scenario": scenario,
-        "valid": all(valid_runs) if valid_runs else None, "repeats": len(runs),
+        "valid": (all(valid_runs) and not (interference or {}).get("disturbed")) if valid_runs else None,
+        "repeats": len(runs), "interference": interference,
         "tokens_per_second_cv": perf.get("_cv"), "tokens_per_second_runs": perf.get("_runs", []),
         "loadgen_valid_runs": valid_runs,
         "accuracy_public": (accuracy or {}).get("public"), "accuracy_private": (accuracy or {}).get("private"),

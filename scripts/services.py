@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lake.config import arena_home  # noqa: E402
+from sandbox import cpus  # noqa: E402
 from orchestration.config import dagster_home, write_dagster_yaml  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -93,6 +94,7 @@ def up(timeout: float) -> int:
                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_reset_signals,
                                 env=os.environ | {"PYTHONUNBUFFERED": "1"})
         (run_dir() / f"{name}.pid").write_text(str(proc.pid))
+        confined = cpus.confine(proc.pid)     # the platform's CPUs, never the evaluation's (README)
     deadline = time.monotonic() + timeout
     waiting = dict(services())
     while waiting and time.monotonic() < deadline:
@@ -109,6 +111,10 @@ def up(timeout: float) -> int:
         return 1
     for name, svc in services().items():
         print(f"{name:18} pid {pid_of(name):<7} {svc['url'] or ''}")
+    split = cpus.CpuSplit.of(os.environ.get("ARENA_SANDBOX_CPUSET") or None)
+    if "confined" in locals():
+        print(f"services on platform CPUs {cpus.format_cpuset(split.platform)} ({confined}); "
+              f"evaluations on CPUs {cpus.format_cpuset(split.evaluation)}")
     return 0
 
 
