@@ -138,6 +138,29 @@ class BuildCgroup:
         self.pids_refused = max(self.pids_refused, total)
         return self.pids_refused
 
+    def kernel_refused_forks(self) -> bool:
+        """Whether the kernel log says a fork was refused under this cgroup (the kernel logs the first
+        refusal of each cgroup): the evidence left when a step died between two looks at its counters."""
+        try:
+            fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return False
+        wanted = f"fork rejected by pids controller in /{self.name}/".encode()   # the name is unique
+        try:
+            while True:
+                try:
+                    record = os.read(fd, 8192)
+                except BlockingIOError:
+                    return False
+                except OSError:   # EPIPE: a record was overwritten while reading; go on
+                    continue
+                if not record:
+                    return False
+                if wanted in record:
+                    return True
+        finally:
+            os.close(fd)
+
     def oom_kills(self) -> int:
         try:
             for line in (self.memory / "memory.oom_control").read_text().splitlines():
@@ -247,12 +270,18 @@ class Watchdog(threading.Thread):
 
     def run(self) -> None:
         s = self.settings
+        tick = 0
         while self.proc.poll() is None:
-            if time.monotonic() > self.deadline:
-                self.kill(f"build exceeded the time limit of {s.build_timeout_s:.0f} s")
-                return
+            # pids every 50 ms: a step's refused forks are counted in its own cgroup, gone with the step
+            time.sleep(0.05)
+            tick += 1
             if (hits := self.cgroup.pids_hit()) > 0:
                 self.kill(pids_message(s, hits))
+                return
+            if tick % 10:
+                continue
+            if time.monotonic() > self.deadline:
+                self.kill(f"build exceeded the time limit of {s.build_timeout_s:.0f} s")
                 return
             for cid in self._ours():
                 upper = self.containers[cid]
@@ -264,7 +293,6 @@ class Watchdog(threading.Thread):
                 self.kill(f"build wrote more than the disk limit of {s.build_disk_bytes} bytes "
                           f"({self.peak_disk} bytes in its layers)")
                 return
-            time.sleep(0.5)
 
     def remove_containers(self) -> None:
         for cid, upper in self.containers.items():
@@ -412,8 +440,8 @@ def build_image(context: Path, tag: str, settings: SandboxSettings,
             remove_image(tag)
             return failed(watchdog.reason, base)
         if rc != 0:
-            if (hits := cgroup.pids_hit()) > 0:
-                return failed(pids_message(settings, hits), base)
+            if (hits := cgroup.pids_hit()) > 0 or cgroup.kernel_refused_forks():
+                return failed(pids_message(settings, max(hits, 1)), base)
             if cgroup.oom_kills() > 0 or cgroup.memory_peak() >= settings.build_memory_bytes * 0.98:
                 return failed(f"build reached the memory limit of {settings.build_memory_bytes} bytes "
                               f"(peak {cgroup.memory_peak()} bytes)", base)
