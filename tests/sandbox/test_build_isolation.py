@@ -251,3 +251,42 @@ def test_build_steps_run_under_the_gvisor_build_runtime():
     path = info["Runtimes"]["runsc-build"]["path"]
     wrapper = Path(path).read_text()
     assert all(flag in wrapper for flag in ("--network=none", "--oci-seccomp", "--overlay2=none"))
+
+
+# -- seccomp under runsc: the evaluation's profile is enforced inside gVisor (runsc --oci-seccomp) --
+
+SYSCALLS = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def errno_of(result):
+    return 0 if result == 0 else ctypes.get_errno()
+unshare = errno_of(libc.unshare(0))                   # no namespace flag: allowed by the kernel itself
+ptrace = errno_of(libc.ptrace(0, 0, None, None))      # PTRACE_TRACEME: needs no capability
+getpid_ok = libc.getpid() > 0
+sys.exit(unshare * 16 + ptrace if getpid_ok else 255)
+"""
+
+
+def run_evaluation_container(security_opt: list[str] | None = None) -> int:
+    """`python3 -c SYSCALLS` in a container configured exactly as an evaluation's (sandbox.runner), under
+    runsc; its exit status encodes the errno of unshare(0) and ptrace(PTRACE_TRACEME)."""
+    from sandbox.runner import container_config
+    cfg = container_config("arena/python-cpu:1", SandboxSettings(), "runsc", None,
+                           {"org.decode-arena.test": f"seccomp-{SESSION}"})
+    if security_opt is not None:
+        cfg["security_opt"] = security_opt
+    container = client().containers.create(command=["python3", "-c", SYSCALLS], **cfg)
+    try:
+        container.start()
+        return container.wait(timeout=120)["StatusCode"]
+    finally:
+        container.remove(force=True)
+
+
+def test_the_seccomp_profile_is_enforced_in_evaluations_under_runsc():
+    import errno
+    assert "--oci-seccomp" in client().info()["Runtimes"]["runsc"].get("runtimeArgs", [])
+    # the same calls succeed in gVisor when no profile applies: what fails below is the profile's doing
+    assert run_evaluation_container(["no-new-privileges:true", "seccomp=unconfined"]) == 0
+    status = run_evaluation_container()
+    assert divmod(status, 16) == (errno.EPERM, errno.EPERM), status
