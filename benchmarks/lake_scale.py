@@ -273,8 +273,8 @@ def main(argv=None) -> int:
     con_s, con = timed(lambda: connect(lake), args.repeats)
     out["connect_s"] = con_s
     if "telemetry_rows" not in out:
-        out["requests_rows"] = con.execute("SELECT count(*) FROM requests").fetchone()[0]
-        out["telemetry_rows"] = con.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+        out["requests_rows"] = con.execute("SELECT count(*) FROM requests").fetchall()[0][0]
+        out["telemetry_rows"] = con.execute("SELECT count(*) FROM telemetry").fetchall()[0][0]
     out["leaderboard_s"], board = timed(lambda: build_leaderboard(lake, CHALLENGE), args.repeats)
     # one run: a submission in the middle of the compacted range, and one from the tail
     sids = [r[0] for r in con.execute("SELECT DISTINCT submission_id FROM evaluations "

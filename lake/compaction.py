@@ -36,7 +36,7 @@ from lake.layout import TABLES, TableSpec, conform, file_version
 from lake.storage import unique_suffix
 from lake.tables import COMPACTED, JOURNAL, Lake, as_lake, parquet_bytes
 from lake.storage import Entry
-from lake.views import files_sql, prepare
+from lake.views import _lit, files_sql, key_expr, prepare
 
 #: Rows per compacted file (ARENA_LAKE_COMPACT_ROWS).
 DEFAULT_TARGET_ROWS = 500_000
@@ -133,50 +133,70 @@ def compact_table(lake: Lake, table: str, *, full: bool = False, rows_per_part: 
             break
     sources = list_sources(lake, spec)
     report.files_seen = len(sources)
-    # 2. what changed since the last manifest
-    keep, rewrite = [], set()
-    for part in ([] if full or manifest.get("schema_version") != spec.version else manifest["parts"]):
-        held = part["sources"]
-        stale = any(sources.get(k) != tag for k, tag in held.items())
+    # 2. what changed since the last manifest: parts holding a changed or removed file, and parts
+    #    under half the target size, are absorbed (read back from the part, minus the stale rows)
+    keep, absorb, raw = [], [], set()
+    old_parts = [] if full or manifest.get("schema_version") != spec.version else manifest["parts"]
+    for part in old_parts:
+        stale = {k for k, tag in part["sources"].items() if sources.get(k) != tag}
         if stale or part["rows"] < rows_per_part // 2:
-            rewrite |= {k for k in held if k in sources}
+            absorb.append((part, stale))
+            raw |= {k for k in stale if k in sources}
         else:
             keep.append(part)
     covered = {k for p in keep for k in p["sources"]}
-    todo = sorted((set(sources) - covered) | rewrite, key=lambda k: _source_order(spec, k))
-    report.files_compacted = len(todo)
+    covered |= {k for p, stale in absorb for k in p["sources"] if k not in stale}
+    raw |= set(sources) - covered
+    raw_sorted = sorted(raw, key=lambda k: _source_order(spec, k))
+    report.files_compacted = len(raw_sorted)
     # 3. check versions and sizes from the footers (DuckDB reads them in one call), then write parts
     #    of about rows_per_part rows, each sorted by submission
     generation = manifest.get("generation", 0) + 1
     new_parts: list[dict] = []
     con = duckdb.connect()
     prepare(con, lake)
-    groups: list[list[str]] = [[]]
-    group_rows = 0
-    for start in range(0, len(todo), 2000):
-        chunk = todo[start:start + 2000]
-        rows = footers(con, lake, spec, chunk)
-        for key in chunk:
-            if group_rows >= rows_per_part:
-                groups.append([])
-                group_rows = 0
-            groups[-1].append(key)
-            group_rows += rows[key]
     id_col = "id" if spec.name == "submissions" else "submission_id"
+    units: list[tuple[tuple, int, object]] = []          # (order, rows, part-and-stale | raw key)
+    for part, stale in absorb:
+        units.append(((part.get("min") or "",), part["rows"] - len(stale), (part, stale)))
+    for start in range(0, len(raw_sorted), 2000):
+        chunk = raw_sorted[start:start + 2000]
+        rows = footers(con, lake, spec, chunk)
+        units += [(_source_order(spec, k)[1:2], rows[k], k) for k in chunk]
+    units.sort(key=lambda u: u[0])
+    groups: list[list] = [[]]
+    group_rows = 0
+    for _, n, unit in units:
+        if group_rows >= rows_per_part:
+            groups.append([])
+            group_rows = 0
+        groups[-1].append(unit)
+        group_rows += n
     order = ", ".join(f'"{c}"' for c, _ in sort_keys(spec))
+    columns = ", ".join(f'"{f.name}"' for f in spec.full_schema)
+    meta = ", ".join(f"'{k.decode()}': '{v.decode()}'" for k, v in spec.metadata().items())
     for group in (g for g in groups if g):
+        selects, held = [], {}
+        raws = [u for u in group if isinstance(u, str)]
+        for part, stale in (u for u in group if not isinstance(u, str)):
+            where = ""
+            if stale:
+                where = f" WHERE {key_expr(spec)} NOT IN ({', '.join(_lit(row_key(spec, k)) for k in stale)})"
+            selects.append(f"SELECT {columns} FROM read_parquet({_lit(lake.uri(part['key']))}){where}")
+            held |= {k: t for k, t in part["sources"].items() if k not in stale}
+        if raws:
+            selects.append(files_sql(spec, [lake.uri(k) for k in raws]))
+            held |= {k: sources[k] for k in raws}
         key = f"{COMPACTED}/{table}/part-{generation:06d}-{len(new_parts):05d}-{unique_suffix()}.parquet"
         with tempfile.TemporaryDirectory(prefix="arena-compact-") as tmp:
             local = Path(tmp) / "part.parquet"
-            meta = ", ".join(f"'{k.decode()}': '{v.decode()}'" for k, v in spec.metadata().items())
-            con.execute(f"COPY ({files_sql(spec, [lake.uri(k) for k in group])} ORDER BY {order}) TO "
-                        f"'{local}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536, "
-                        f"KV_METADATA {{{meta}}})")
+            con.execute(f"COPY ({' UNION ALL '.join(selects)} ORDER BY {order}) TO '{local}' "
+                        f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536, KV_METADATA {{{meta}}})")
             n = pq.read_metadata(local).num_rows
             lake.storage.put_file(key, local)
-        new_parts.append({"key": key, "rows": n, "min": path_values(spec, group[0]).get(id_col),
-                          "max": path_values(spec, group[-1]).get(id_col),
-                          "sources": {k: sources[k] for k in group}})
+        ids = sorted(path_values(spec, k).get(id_col) for k in held)
+        new_parts.append({"key": key, "rows": n, "min": ids[0] if ids else None,
+                          "max": ids[-1] if ids else None, "sources": held})
         report.rows_written += n
     con.close()
     report.parts_written, report.parts_kept = len(new_parts), len(keep)
