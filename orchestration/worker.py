@@ -7,6 +7,7 @@ its worker died never executes a run twice.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -58,6 +59,12 @@ def execute_job(self, execute_job_args_packed) -> int:
                                            TAG_DEVICES: str(devices) if devices else "none"})
         instance.report_engine_event(f"Worker {self.request.hostname} runs this on devices {devices}", run)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        # Celery's pool process is daemonic, and a daemonic process may not start children; the
+        # run's executor starts one per step. The pool process serves this one task, then exits.
+        # (billiard's authkey object cannot be pickled by multiprocessing: give it a standard one)
+        process_config = multiprocessing.current_process()._config
+        process_config.pop("daemon", None)
+        process_config["authkey"] = multiprocessing.process.AuthenticationString(os.urandom(32))
         stop = threading.Event()
         watcher = threading.Thread(target=_watch_for_cancel, args=(instance, run.run_id, stop), daemon=True)
         watcher.start()
