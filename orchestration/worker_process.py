@@ -2,7 +2,7 @@
 
 The worker gets the fleet's dagster.yaml (same instance as the control host), the fleet's Celery
 settings (orchestration/worker.py loads them like the launcher does), its devices in its own
-environment (ARENA_WORKER_CPUSET / ARENA_WORKER_GPUS, read by the sandbox of every run it executes),
+environment (ARENA_WORKER_DEVICES, read by the sandbox of every run it executes),
 and runs one evaluation at a time in a fresh process (--concurrency=1 --max-tasks-per-child=1).
 The command replaces itself with Celery, so its PID is the worker's and a signal stops it.
 """
@@ -57,8 +57,7 @@ def worker_environment(pool: str, devices: Devices | None, base: dict | None = N
     env["ARENA_WORKER_POOL"] = pool
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
-    for key in ("ARENA_WORKER_CPUSET", "ARENA_WORKER_GPUS"):
-        env.pop(key, None)
+    env.pop("ARENA_WORKER_DEVICES", None)
     if devices is not None:
         env |= devices.env()
     return env

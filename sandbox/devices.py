@@ -1,7 +1,7 @@
 """The devices one evaluation may use: a cpuset and GPU UUIDs, bound to the worker that runs it.
 
 A fleet worker (`arena worker start --pool P --devices ...`) owns its devices and passes them to the
-runs it executes through ARENA_WORKER_CPUSET / ARENA_WORKER_GPUS in its own environment, so two
+runs it executes through ARENA_WORKER_DEVICES in its own environment (same syntax), so two
 workers on one host never share a device. Without a worker binding (embedded mode) the sandbox's
 host defaults apply (ARENA_SANDBOX_CPUSET / ARENA_SANDBOX_GPUS). Every result records the devices
 it ran on as `environment.devices`.
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from sandbox.config import SandboxSettings
 
-ENV_CPUSET = "ARENA_WORKER_CPUSET"
-ENV_GPUS = "ARENA_WORKER_GPUS"
+ENV = "ARENA_WORKER_DEVICES"
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Devices:
 
     def env(self) -> dict[str, str]:
         """The environment a worker process hands to the runs it executes."""
-        return {ENV_CPUSET: self.cpuset or "", ENV_GPUS: ",".join(self.gpus)}
+        return {ENV: str(self)}
 
     def as_json(self) -> dict:
         return {"cpuset": self.cpuset, "gpus": list(self.gpus)}
@@ -55,10 +54,8 @@ class Devices:
 
 def bound() -> Devices | None:
     """The devices of the worker this process runs on; None outside a fleet worker."""
-    if ENV_CPUSET not in os.environ and ENV_GPUS not in os.environ:
-        return None
-    return Devices(cpuset=os.environ.get(ENV_CPUSET) or None,
-                   gpus=tuple(g for g in os.environ.get(ENV_GPUS, "").split(",") if g))
+    value = os.environ.get(ENV, "").strip()
+    return Devices.parse(value) if value else None
 
 
 def for_this_process(settings: SandboxSettings) -> Devices:

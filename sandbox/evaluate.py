@@ -193,8 +193,7 @@ def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: 
         },
         "environment": {"runtime": out.runtime, "image_digest": image_digest, "base_image": base_image,
                         "gpu": ",".join(settings.gpus) or None, "host": platform.node(),
-                        "harness_version": HARNESS_VERSION,
-                        "devices": {"cpuset": settings.cpuset, "gpus": list(settings.gpus)}},
+                        "harness_version": HARNESS_VERSION},
         "started_at": started_at, "finished_at": utc_iso(),
     }
     all_runs = ([out.accuracy_run] if out.accuracy_run else []) + out.runs

@@ -97,14 +97,14 @@ def test_runs_route_to_their_pool_within_its_limit_on_distinct_devices(fleet, cl
         run = runs[row["run_id"]]
         assert row["pool"] == run.tags["arena/queue"]
         assert run.tags["arena/worker"].split("@")[0].startswith(row["pool"])
-        assert run.tags["arena/devices"] == f"cpuset={row['cpuset']}"
+        assert run.tags["arena/devices"] == row["devices"]
     a = [r for r in rows if r["pool"] == "a"]
     assert max_overlap([(r["start"], r["end"]) for r in a]) <= 2      # pool a: two workers, limit 2
-    assert {r["cpuset"] for r in a} == {"0", "1"}                     # both of its devices were used
+    assert {r["devices"] for r in a} == {"cpuset=0", "cpuset=1"}     # both of its devices were used
     for x in a:                                       # overlapping runs never share a device
         for y in a:
             if x is not y and x["start"] < y["end"] and y["start"] < x["end"]:
-                assert x["cpuset"] != y["cpuset"]
+                assert x["devices"] != y["devices"]
     b = [r for r in rows if r["pool"] == "b"]
     assert max_overlap([(r["start"], r["end"]) for r in b]) == 1      # pool b: one worker
 

@@ -29,8 +29,7 @@ def test_the_sandbox_takes_the_workers_devices_not_the_process_wide_ones(monkeyp
     base = SandboxSettings.from_env()
     assert for_this_process(base) == Devices("0", ("0", "1"))          # embedded: the host defaults
     env = worker_environment("gpu", Devices.parse("cpuset=1,gpus=GPU-x"), base=dict(os.environ))
-    monkeypatch.setenv("ARENA_WORKER_CPUSET", env["ARENA_WORKER_CPUSET"])
-    monkeypatch.setenv("ARENA_WORKER_GPUS", env["ARENA_WORKER_GPUS"])
+    monkeypatch.setenv("ARENA_WORKER_DEVICES", env["ARENA_WORKER_DEVICES"])
     from orchestration.resources import Sandbox
     settings = Sandbox().settings()
     assert (settings.cpuset, settings.gpus) == ("1", ("GPU-x",))       # a worker: its own devices only

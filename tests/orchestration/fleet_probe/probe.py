@@ -19,7 +19,7 @@ def hold(context: OpExecutionContext, config: HoldConfig) -> None:
     time.sleep(config.seconds)
     if config.record:
         line = {"run_id": context.run_id, "label": context.run.tags.get("probe/label"),
-                "pool": os.environ.get("ARENA_WORKER_POOL"), "cpuset": os.environ.get("ARENA_WORKER_CPUSET"),
+                "pool": os.environ.get("ARENA_WORKER_POOL"), "devices": os.environ.get("ARENA_WORKER_DEVICES"),
                 "worker": context.run.tags.get("arena/worker"), "start": started, "end": time.time()}
         with Path(config.record).open("a") as fh:
             fh.write(json.dumps(line) + "\n")
