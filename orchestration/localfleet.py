@@ -123,7 +123,7 @@ class LocalFleet:
         os.makedirs(env["DAGSTER_HOME"], exist_ok=True)
         subprocess.run([sys.executable, "-c", "from orchestration.config import write_dagster_yaml; write_dagster_yaml()"],
                        cwd=ROOT, env=env, check=True)
-        self.spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.workspace)])
+        self.spawn("daemon", self.daemon_command())
         if webserver:
             self.spawn("webserver", [str(BIN / "dagster-webserver"), "-w", str(self.workspace), "-h", "127.0.0.1",
                                      "-p", str(self.web_port)])
@@ -133,6 +133,9 @@ class LocalFleet:
             self._wait(lambda: _answers(f"http://127.0.0.1:{self.web_port}/server_info"), timeout, "Dagster webserver")
         self.wait_workers([w["name"] for w in self.workers], timeout)
         return self
+
+    def daemon_command(self) -> list[str]:
+        return [str(BIN / "dagster-daemon"), "run", "-w", str(self.workspace)]
 
     def start_worker(self, w: dict) -> None:
         cmd = [sys.executable, "-m", "intake.cli", "worker", "start", "--pool", w["pool"], "--name", w["name"]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 
 import pytest
@@ -129,6 +130,22 @@ def test_cancel_ends_cancelled(fleet, client, tmp_path):
     run = wait_runs(instance, [run_id], ("CANCELED",), timeout=60)[run_id]
     assert run.status.value == "CANCELED"
     assert not records(tmp_path / "runs.jsonl")      # the op was interrupted, not left to finish
+
+
+def test_killing_the_daemon_mid_run_loses_nothing(fleet, client, tmp_path):
+    """The daemon only dispatches and watches: a started run finishes on its worker without it,
+    and a run queued meanwhile starts once the daemon is back."""
+    record = tmp_path / "runs.jsonl"
+    instance = fleet.instance()
+    running = submit(client, record, "b", "running", seconds=6)
+    wait_started(instance, running)
+    fleet.stop_process("daemon", signal.SIGKILL)
+    queued = submit(client, record, "b", "queued-while-down", seconds=0.2)
+    assert wait_runs(instance, [running], timeout=60)[running].status.value == "SUCCESS"
+    assert instance.get_run_by_id(queued).status.value == "QUEUED"
+    fleet.spawn("daemon", fleet.daemon_command())
+    wait_runs(instance, [queued], timeout=180)
+    assert [r["label"] for r in records(record)] == ["running", "queued-while-down"]
 
 
 def test_a_run_whose_worker_dies_is_retried_on_another_worker(fleet, client, tmp_path):
