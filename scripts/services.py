@@ -75,11 +75,25 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def recover_runs() -> None:
+    """Embedded mode, no daemon running: fail the runs the last stop cut off, so they are retried
+    (orchestration/recovery.py). Fleet mode: runs live on the workers; nothing to do."""
+    from orchestration.fleet import mode
+    if mode() != "embedded" or pid_of("dagster-daemon") is not None:
+        return
+    from dagster import DagsterInstance
+    from orchestration.recovery import fail_orphaned_runs
+    with DagsterInstance.get() as instance:
+        if ended := fail_orphaned_runs(instance):
+            print(f"{len(ended)} run(s) cut off by the last stop failed as platform failures; they are retried")
+
+
 def up(timeout: float) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
     write_dagster_yaml(Path(os.environ["DAGSTER_HOME"]))
     logs = arena_home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    recover_runs()
     from sandbox.engine import remove_leftovers
     try:
         if n := remove_leftovers():
