@@ -171,6 +171,36 @@ def cmd_create_user(args) -> int:
     return 0
 
 
+def cmd_set_admin(args) -> int:
+    """Grant (or with --revoke take back) admin: the only way besides `create-user --admin`; an e-mail
+    address never makes an admin."""
+    from sqlalchemy import select
+
+    from intake.config import Settings
+    from intake.db import Database
+    from intake.models import User
+
+    db = Database(Settings.from_env().database_url)
+    db.migrate()
+    try:
+        with db.session() as session, session.begin():
+            user = session.scalar(select(User).where(User.name == args.name))
+            if user is None:
+                raise ArenaError("not_found", f"no user {args.name!r} (users appear at their first login)")
+            user.is_admin = not args.revoke
+    finally:
+        db.dispose()
+    print(f"{args.name} is {'no longer ' if args.revoke else ''}an admin")
+    return 0
+
+
+def add_set_admin(admin) -> None:
+    s = admin.add_parser("set-admin", help="make a user an admin (--revoke: take it back)")
+    s.add_argument("name", help="the user's name, as shown after they log in")
+    s.add_argument("--revoke", action="store_true")
+    s.set_defaults(func=cmd_set_admin)
+
+
 def cmd_rerun(args) -> int:
     with client() as c:
         answer = c.rerun(args.id)
@@ -277,6 +307,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--admin", action="store_true")
     s.add_argument("--email")
     s.set_defaults(func=cmd_create_user)
+    add_set_admin(admin)
     s = admin.add_parser("rerun", help="evaluate a submission again")
     s.add_argument("id")
     s.set_defaults(func=cmd_rerun)
