@@ -59,7 +59,8 @@ def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: 
            f"{judge.reference_host_s:.2f} s")
     result = build_result(submission_id=submission_id, challenge=challenge, status=status, reason=reason,
                           detail=detail, scenario=workload.scenario, started_at=started_at, out=out, judge=judge,
-                          gpus=settings.gpus, devices=devices, image_digest=image_digest, base_image=base_image,
+                          gpus=settings.gpus,
+                          devices=devices or {"cpuset": settings.cpuset, "gpus": list(settings.gpus)}, image_digest=image_digest, base_image=base_image,
                           prompt_set=digest, prompts_sent=len(out.sent))
     all_runs = ([out.accuracy_run] if out.accuracy_run else []) + out.warmups + out.runs
     record = {"submission_id": submission_id, "challenge": challenge, "seed": workload.seed,

@@ -162,6 +162,49 @@ class DecoderSession:
         return left
 
 
+class StallWatchdog:
+    """While requests are outstanding, no output byte for `timeout_s` is a stall: `on_stall(detail)`
+    is called once (the evaluation then ends as `timeout`). The idle clock starts at the later of the
+    last output byte and the oldest outstanding request's send, so idle time between runs never counts.
+    """
+
+    def __init__(self, session: DecoderSession, last_output_ns: Callable[[], int], timeout_s: float,
+                 on_stall: Callable[[str], None], poll_s: float | None = None):
+        self.session, self.last_output_ns, self.timeout_s = session, last_output_ns, timeout_s
+        self.on_stall = on_stall
+        self.poll_s = poll_s if poll_s is not None else min(1.0, timeout_s / 10)
+        self.stalled_ns: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="stall-watchdog")
+
+    def start(self) -> "StallWatchdog":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self, now_ns: int) -> str | None:
+        """The stall's detail if the session is stalled at `now_ns`, else None."""
+        with self.session._lock:
+            outstanding = [r.sent_ns for r in self.session.inflight.values()]
+        if not outstanding or self.session.error:
+            return None
+        idle_s = (now_ns - max(self.last_output_ns(), min(outstanding))) / 1e9
+        if idle_s < self.timeout_s:
+            return None
+        return (f"stalled: no output for {idle_s:.0f} s with {len(outstanding)} request(s) outstanding "
+                f"(stall timeout {self.timeout_s:g} s)")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            detail = self.check(time.monotonic_ns())
+            if detail is not None:
+                self.stalled_ns = time.monotonic_ns()
+                self.on_stall(detail)
+                return
+
+
 @dataclass
 class ScenarioRun:
     """One LoadGen test over the session: its records and LoadGen's own verdict and figures."""

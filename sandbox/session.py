@@ -15,7 +15,8 @@ from typing import Callable
 
 from lake.vocabulary import LABEL_SUBMISSION
 from sandbox.config import SandboxSettings
-from sandbox.harness import DecoderSession, LoadSettings, ScenarioRun, run_loadgen
+from sandbox.harness import DecoderSession, LoadSettings, ScenarioRun, StallWatchdog, run_loadgen
+from sandbox.interference import TimedRunGuard
 from sandbox.runner import ContainerExit, run_sandboxed
 from sandbox.workload import PromptPlan, Workload, timed_prompt_count
 
@@ -39,6 +40,7 @@ class SessionOutcome:
     telemetry: object | None = None
     sent: list[tuple[int, ...]] = field(default_factory=list)   # every prompt, in send order
     issued: dict[str, list[int]] = field(default_factory=dict)   # pass label -> prompt indices in send order
+    interference: dict | None = None      # measurement.interference (sandbox/interference.py)
 
 
 def run_session(image: str, submission_id: str, workload: Workload, plan: PromptPlan, model_dir: Path | None,
@@ -65,6 +67,8 @@ def run_session(image: str, submission_id: str, workload: Workload, plan: Prompt
             box.kill("timeout")))
         deadline.daemon = True
         deadline.start()
+        stall = StallWatchdog(session, lambda: box.last_stdout_ns, settings.stall_timeout_s,
+                              lambda detail: (session.fail("timeout", detail), box.kill("stall"))).start()
         try:
             if not session.ready.wait(settings.load_timeout_s):
                 session.fail("timeout", f"no {{\"ready\": true}} within {settings.load_timeout_s:.0f} s")
@@ -80,10 +84,14 @@ def run_session(image: str, submission_id: str, workload: Workload, plan: Prompt
                     LoadSettings(scenario="offline", min_duration_ms=0, expected_qps=len(acc.prompts)),
                     log_root / "accuracy")
             if out.accuracy_run and not session.error and accuracy_gate(out.accuracy_run):
+                guard = TimedRunGuard.for_container(settings.cpuset, box.container.id, box.pid(),
+                                                    on_log=on_log) if settings.cpuset else None
                 out.warmups, out.runs = timed_runs(session, box, workload, plan, log_root, on_log,
-                                                   out.accuracy_run)
+                                                   out.accuracy_run, guard)
+                out.interference = guard.report() if guard else None
         finally:
             deadline.cancel()
+            stall.stop()
             session.expect_exit()
             box.close_stdin()
             if session.error is None:
@@ -104,7 +112,8 @@ def run_session(image: str, submission_id: str, workload: Workload, plan: Prompt
 
 
 def timed_runs(session: DecoderSession, box, workload: Workload, plan: PromptPlan, log_root: Path,
-               on_log, accuracy_run: ScenarioRun) -> tuple[list[ScenarioRun], list[ScenarioRun]]:
+               on_log, accuracy_run: ScenarioRun,
+               guard: TimedRunGuard | None = None) -> tuple[list[ScenarioRun], list[ScenarioRun]]:
     """The timed part of a session, in one place: size LoadGen from the accuracy pass, warm up, then
     `repeats` timed runs with a cool-down before each. Every run draws fresh prompts from the plan."""
     done = [r for r in accuracy_run.records if r.done_ns]
@@ -123,13 +132,17 @@ def timed_runs(session: DecoderSession, box, workload: Workload, plan: PromptPla
         return warmups, runs
     for i in range(1, workload.repeats + 1):
         time.sleep(workload.cooldown_s)
-        run = timed_run(session, box, workload, plan, f"perf-{i}", load, log_root)
+        timed = lambda label: timed_run(session, box, workload, plan, label, load, log_root)  # noqa: E731
+        # exclusive evaluation CPUs, interference measured, a disturbed run re-measured (interference.py)
+        run = guard.run(f"perf-{i}", timed, lambda: bool(session.error)) if guard else timed(f"perf-{i}")
         if session.error:
             return warmups, runs
         tps = run.loadgen.get("result_tokens_per_second")
         on_log(f"[arena] timed run {i}: {tps} tokens/s over {len(run.records)} fresh prompts, "
                f"LoadGen says {run.loadgen.get('result_validity')}")
         runs.append(run)
+        if guard and guard.disturbed:    # invalid whatever follows: free the device now
+            return warmups, runs
     return warmups, runs
 
 

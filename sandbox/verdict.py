@@ -204,10 +204,12 @@ def build_result(*, submission_id: str, challenge: str, status: str, reason: str
         metrics["tokens_per_joule"] = sum(len(r.tokens) for run in runs for r in run.records) / metrics["energy_joules"]
     valid_runs = perf.get("_valid", [])
     runtime = out.runtime if out is not None else None
+    interference = out.interference if out is not None else None
     now = utc_iso()
     measurement = {
         "engine": f"mlperf-loadgen {loadgen_version()}" if out is not None else "none", "scenario": scenario,
-        "valid": all(valid_runs) if valid_runs else None, "repeats": len(runs),
+        "valid": (all(valid_runs) and not (interference or {}).get("disturbed")) if valid_runs else None,
+        "repeats": len(runs), "interference": interference,
         "tokens_per_second_cv": perf.get("_cv"), "tokens_per_second_runs": perf.get("_runs", []),
         "loadgen_valid_runs": valid_runs,
         "accuracy_public": (accuracy or {}).get("public"), "accuracy_private": (accuracy or {}).get("private"),
@@ -224,7 +226,7 @@ def build_result(*, submission_id: str, challenge: str, status: str, reason: str
         "status": status, "reason": reason, "metrics": metrics, "measurement": measurement,
         "environment": {"runtime": runtime, "image_digest": image_digest, "base_image": base_image,
                         "gpu": ",".join(gpus) or None, "gpu_isolation": gpu_isolation(runtime, gpus) if runtime else None,
-                        "devices": devices, "host": platform.node(), "harness_version": HARNESS_VERSION},
+                        "devices": devices or {"cpuset": None, "gpus": list(gpus)}, "host": platform.node(), "harness_version": HARNESS_VERSION},
         "started_at": started_at or now, "finished_at": now,
     }
 
