@@ -98,7 +98,7 @@ def test_answers_from_an_earlier_repeat_never_happen(cheater, evaluate, challeng
     s = stats(cheat)
     assert s["runs"] >= 3, s          # it did tell the passes apart (accuracy, warm-up, 2 repeats)
     assert s["hits"] == 0, s          # and still never saw a prompt again
-    assert {r["run"] for r in cheat.requests} >= {"accuracy", "warmup-1", "perf-1", "perf-2"}
+    assert {r["run"] for r in cheat.requests} >= {"accuracy", "warmup-1"} and len(cheat.outcome.runs) == 2
     assert_never_asked_twice(cheat)
 
 
@@ -110,7 +110,7 @@ def test_work_only_during_the_accuracy_pass_is_rejected(cheater, evaluate, chall
     assert (result["status"], result["reason"]) == ("rejected", "accuracy"), result["measurement"]["detail"]
     assert result["measurement"]["accuracy_public"] == result["measurement"]["accuracy_private"] == 1.0
     assert result["measurement"]["audit"]["passed"] is False
-    timed = sum(1 for r in cheat.requests if r["run"].startswith("perf-"))
+    timed = sum(len(run.records) for run in cheat.outcome.runs)
     assert 0 < result["measurement"]["audit"]["judged"] <= timed   # judging stops once the verdict is certain
     assert "timed runs" in result["measurement"]["detail"]
     assert result["measurement"]["valid"] is not True or result["status"] != "success"   # never ranked
