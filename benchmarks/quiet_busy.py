@@ -88,7 +88,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = challenge.model_dir(Path(tmp) / "models")
-            workload = Workload.for_challenge(challenge, private_seed=20240601)
+            workload = Workload.for_challenge(challenge, seed=20240601)
             for name, iso, busy in conditions:
                 tps, rows = [], []
                 print(f"== {name}: isolation {'on' if iso else 'off'}, "

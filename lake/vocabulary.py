@@ -36,6 +36,9 @@ TAG_PRIORITY = "dagster/priority"
 TAG_QUEUE = "arena/queue"
 TAG_SUBMISSION = "arena/submission"
 TAG_RERUN = "arena/rerun"
+#: Fleet mode: the Celery worker that ran the run, and the devices it is bound to (sandbox/devices.py).
+TAG_WORKER = "arena/worker"
+TAG_DEVICES = "arena/devices"
 
 # -- Docker labels ---------------------------------------------------------------------------------
 #: Every container and image the platform makes carries this label, so cleanup can find them.

@@ -51,7 +51,7 @@ class DecoderSession:
         self.ready_ns: int | None = None
         self.framing: str | None = None              # what the ready line negotiated (protocol.FRAMINGS)
         self.error: str | None = None
-        self.error_kind: str | None = None           # protocol | crash | timeout
+        self.error_kind: str | None = None           # protocol | crash | timeout | platform
         self.eof = threading.Event()
         self.exit_expected = False                   # set once the harness closes stdin on purpose
         self.inflight: dict[str, RequestRecord] = {}
@@ -60,11 +60,29 @@ class DecoderSession:
         self.on_done = on_done
         self.on_fatal: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
+        #: every prompt sent in this session, in send order (an evaluation is one session)
+        self.sent: list[tuple[int, ...]] = []
+        self._seen: set[tuple[int, ...]] = set()
 
     # -- requests out ----------------------------------------------------------------------
-    def begin(self, record: RequestRecord) -> None:
+    def begin(self, record: RequestRecord) -> bool:
+        """Register a request about to be sent. A prompt already sent in this session is a platform
+        error (the harness promised never to ask twice): the session fails and nothing is sent."""
+        key = tuple(record.prompt)
         with self._lock:
-            self.inflight[record.rid] = record
+            if key in self._seen:
+                repeat = True
+            else:
+                repeat = False
+                self._seen.add(key)
+                self.sent.append(key)
+                self.inflight[record.rid] = record
+        if repeat:
+            self.fail("platform", f"the harness was about to send a prompt a second time in one evaluation "
+                                  f"(request {record.rid!r}, run {record.run!r}): refused; no prompt is ever "
+                                  f"sent twice")
+            return False
+        return True
 
     # -- lines in --------------------------------------------------------------------------
     def on_line(self, now_ns: int, line: bytes) -> None:
@@ -225,7 +243,10 @@ class DecoderSUT:
                                 prompt=self.prompts[s.index], max_new_tokens=self.max_new_tokens,
                                 sent_ns=time.monotonic_ns(), sample_id=s.id)
             self.records.append(rec)
-            self.session.begin(rec)
+            if not self.session.begin(rec):
+                rec.done_ns = None
+                lg.QuerySamplesComplete([self._response(rec, [])])
+                continue
             lines.append(Request(rec.rid, rec.prompt, rec.max_new_tokens).to_line())
         if self.session.error:
             self._abort()
@@ -281,7 +302,11 @@ def run_loadgen(session: DecoderSession, send: Callable[[bytes], None], prompts:
     settings.single_stream_expected_latency_ns = max(int(load.expected_latency_ns), 1)
     settings.ttft_latency = load.ttft_latency_ns
     settings.tpot_latency = load.tpot_latency_ns
+    # Each prompt is issued at most once: LoadGen otherwise repeats samples when a run issues more
+    # queries than it has samples. With unique issue it issues each sample of the set exactly once
+    # (offline, server) or until min_duration (single-stream), never a sample twice.
     settings.performance_sample_count_override = len(prompts)
+    settings.performance_issue_unique = True
     log_dir.mkdir(parents=True, exist_ok=True)
     log_settings = lg.LogSettings()
     log_settings.log_output.outdir = str(log_dir)

@@ -182,13 +182,14 @@ def container_config(image: str, settings: SandboxSettings, runtime: str, model_
     cfg = dict(
         image=image, stdin_open=True, tty=False, detach=True,
         network_mode="none", cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true", f"seccomp={seccomp_profile()}"],
+        security_opt=["no-new-privileges:true", f"seccomp={seccomp_profile(runtime)}"],
         user=settings.user, read_only=True,
         tmpfs=tmpfs,
         mem_limit=settings.memory_bytes, memswap_limit=settings.memory_bytes,
         pids_limit=settings.pids_limit, nano_cpus=int(settings.cpus * 1e9),
         runtime=runtime, labels={LABEL_MANAGED: "1", **labels},
-        environment={"ARENA_MODEL_DIR": MODEL_MOUNT, "HOME": "/tmp", "PYTHONUNBUFFERED": "1"},
+        environment={"ARENA_MODEL_DIR": MODEL_MOUNT, "HOME": "/tmp", "PYTHONUNBUFFERED": "1",
+                     **thread_environment(settings.threads)},
         ipc_mode="none" if runtime == "runc" else None, hostname="sandbox",
         log_config={"type": "none"},
         healthcheck={"test": ["NONE"]},     # an image's HEALTHCHECK would exec into the container
@@ -206,6 +207,14 @@ def container_config(image: str, settings: SandboxSettings, runtime: str, model_
     if requests:
         cfg["device_requests"] = requests
     return {k: v for k, v in cfg.items() if v is not None}
+
+
+def thread_environment(threads: int | None) -> dict[str, str]:
+    """A challenge's thread limit, told to the decoder and its math libraries (none: nothing set)."""
+    if not threads:
+        return {}
+    return {name: str(threads) for name in ("ARENA_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                           "MKL_NUM_THREADS")}
 
 
 @contextmanager

@@ -7,7 +7,6 @@ import time
 import pytest
 
 from challenges import load_challenge
-from sandbox.evaluate import Workload
 from sandbox.harness import DecoderSession, RequestRecord, StallWatchdog
 from sandbox_workloads import BATTERY, default_runtime
 
@@ -27,7 +26,7 @@ def test_the_watchdog_counts_idle_time_only_while_requests_are_outstanding():
 
 
 def test_the_efficient_decode_challenge_has_a_stall_timeout():
-    assert Workload.for_challenge(load_challenge("efficient-decode"), 1).stall_timeout_s == 30
+    assert load_challenge("efficient-decode").limits.stall_timeout_s == 30
 
 
 @pytest.mark.parametrize("fixture", ["hang_after_ready", "hang_mid_run"])
