@@ -5,12 +5,12 @@ decoder could attach to and rewrite another process of its container. A custom p
 default one entirely, so this one denies, besides those, every syscall the default denies to an
 unprivileged container (kernel modules, keyrings, namespaces, mounts, clocks, bpf, perf, io_uring, ...)
 and allows the rest. gVisor (runsc) implements the syscall surface itself and is the boundary there;
-the profile applies inside it too, because the `runsc` runtime runs with `--oci-seccomp`
-(scripts/setup-engine.sh).
+`runsc --oci-seccomp` enforces this profile inside the sandbox too.
 
-Under runsc the profile has no `clone3` rule: gVisor (2022) answers every SCMP_ACT_ERRNO with EPERM,
-whatever `errnoRet` says, and glibc falls back from clone3 to clone only on ENOSYS, so that rule would
-stop every thread from starting. There, clone3 is gVisor's own (namespaces it creates are its own).
+One difference under runsc: the installed gVisor ignores `errnoRet` and answers every denied call with
+EPERM. glibc only falls back from clone3 to clone on ENOSYS, so denying clone3 there would stop every
+thread from starting (`RuntimeError: can't start new thread`). Under runsc clone3 is therefore allowed:
+a namespace it could create is one of gVisor's own, inside the sandbox, and unshare/setns stay denied.
 """
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0
 
 @lru_cache(maxsize=4)
 def profile_json(runtime: str = "runc") -> str:
-    """The profile for a container run by `runtime` (runc or runsc; see above for the difference)."""
-    clone3 = [] if runtime.startswith("runsc") else [
-        # clone3 passes its flags in memory where seccomp cannot look: make libc fall back to clone
+    """The profile for a container of `runtime` (runc or runsc; see the module's note on clone3)."""
+    # clone3 passes its flags in memory where seccomp cannot look: make libc fall back to clone
+    clone3 = [] if runtime == "runsc" else [
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS}]
     rules = [{"names": list(DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM},
              *clone3,
