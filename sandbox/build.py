@@ -121,12 +121,14 @@ def _docker_build(context: Path, tag: str, settings: SandboxSettings, cgroup: Bu
 
 
 def download_wheels(requirements: list[str], wheelhouse: Path, timeout_s: float,
-                    on_line: Callable[[str], None]) -> str | None:
+                    on_line: Callable[[str], None], find_links: str | None = None) -> str | None:
     """`pip download` binary wheels (never an sdist: no participant code runs on the host) for the image's
-    Python into `wheelhouse`, with the host's pip configuration (its indexes and find-links, e.g. the
-    CPU torch wheel in /opt/wheels). None when it worked, else the error."""
+    Python into `wheelhouse`, with the host's pip configuration (its indexes) plus the platform's own
+    wheels in `find_links` (e.g. /opt/wheels, where the CPU build of torch lies). None when it worked,
+    else the error."""
+    links = ["--find-links", find_links] if find_links and Path(find_links).is_dir() else []
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
-           "--only-binary=:all:", *WHEEL_TARGET, "-d", str(wheelhouse), "--", *requirements]
+           "--only-binary=:all:", *WHEEL_TARGET, *links, "-d", str(wheelhouse), "--", *requirements]
     try:
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                               timeout=max(1.0, timeout_s))
@@ -195,7 +197,8 @@ def build_image(context: Path, tag: str, settings: SandboxSettings,
                 # The wheels go in as a layer under the submission's FROM: its own build context stays
                 # its own files, and a `COPY . /app` does not copy them twice.
                 wheel_ctx = Path(tmp)
-                error = download_wheels(requirements, wheel_ctx / "wheelhouse", deadline - time.monotonic(), on_line)
+                error = download_wheels(requirements, wheel_ctx / "wheelhouse", deadline - time.monotonic(), on_line,
+                                        settings.build_wheels_dir)
                 if error:
                     return failed(error, base)
                 (wheel_ctx / "Dockerfile").write_text(
