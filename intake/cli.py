@@ -208,6 +208,35 @@ def cmd_rerun(args) -> int:
     return 0
 
 
+def cmd_prompts(args) -> int:
+    """Operators: regenerate an evaluation's prompts from the operator-only record (its secret seed)
+    and verify them against the stored result's `measurement.prompt_set`."""
+    import json as _json
+
+    from challenges import load_challenge
+    from lake.config import StorageSettings
+    from lake.operator import OperatorStore
+    from lake.tables import Lake
+    from sandbox.evaluate import regenerate_prompts, verify_prompts
+
+    try:
+        record = OperatorStore().read(args.id, args.attempt)
+    except KeyError as exc:
+        raise ArenaError("not_found", str(exc.args[0])) from exc
+    challenge = load_challenge(record["challenge"])
+    lake = Lake(StorageSettings.from_env().lake)
+    path = lake.evaluation_dir(challenge.name, args.id) / f"attempt-{record['attempt']}.json"
+    result = _json.loads(path.read_text()) if path.is_file() else None
+    ok, digest, count, stored = verify_prompts(challenge, record, result)
+    if args.show:
+        from sandbox.evaluate import Workload
+        for p in regenerate_prompts(Workload.for_challenge(challenge, seed=int(record["seed"])), record):
+            print(_json.dumps(p, separators=(",", ":")))
+    print(f"submission {args.id} attempt {record['attempt']}: {count} prompts regenerated, {digest}; "
+          f"stored {stored}: {'MATCH' if ok else 'MISMATCH'}", file=sys.stderr)
+    return 0 if ok else 1
+
+
 def cmd_lake_sql(args) -> int:
     from lake.config import StorageSettings
     from lake.views import available_views, connect
@@ -221,6 +250,26 @@ def cmd_lake_sql(args) -> int:
         return 0
     headers = [d[0] for d in cursor.description]
     print(table(headers, [list(r) for r in cursor.fetchall()]))
+    return 0
+
+
+def cmd_worker_start(args) -> int:
+    """A fleet worker of one pool on this host (orchestration/worker_process.py); never returns."""
+    from orchestration.pools import worker_named
+    from orchestration.worker_process import start
+    from sandbox.devices import Devices
+    try:
+        if args.worker:
+            spec = worker_named(args.worker)
+            pool, devices, name = spec.pool, spec.devices, spec.name
+        else:
+            if not args.pool:
+                raise ValueError("give --worker NAME (from the pools file) or --pool NAME --devices ...")
+            pool, devices, name = args.pool, Devices.parse(args.devices) if args.devices else None, args.name
+        start(pool, devices, name)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -262,6 +311,21 @@ def parser() -> argparse.ArgumentParser:
     s = admin.add_parser("rerun", help="evaluate a submission again")
     s.add_argument("id")
     s.set_defaults(func=cmd_rerun)
+
+    s = admin.add_parser("prompts", help="regenerate an evaluation's prompts and verify its prompt_set digest")
+    s.add_argument("id")
+    s.add_argument("--attempt", type=int, default=None, help="the attempt (default: the latest)")
+    s.add_argument("--show", action="store_true", help="print every prompt (token ids), one per line")
+    s.set_defaults(func=cmd_prompts)
+
+    worker = sub.add_parser("worker", help="fleet mode: run evaluations of a pool on this host").add_subparsers(
+        dest="worker_command", required=True)
+    s = worker.add_parser("start", help="start a Celery worker bound to its devices (ARENA_DAGSTER_MODE=fleet)")
+    s.add_argument("--worker", help="a [[worker]] name of the pools file (gives pool, devices and name)")
+    s.add_argument("--pool", help="the pool (a challenge's queue) this worker serves; `control` runs device-less jobs")
+    s.add_argument("--devices", help="cpuset=CPUS and/or gpus=UUID[+UUID...], e.g. cpuset=2-3 or gpus=GPU-5b2c...")
+    s.add_argument("--name", help="the Celery worker name (default POOL-PID)")
+    s.set_defaults(func=cmd_worker_start)
 
     lake = sub.add_parser("lake", help="query the lake").add_subparsers(dest="lake_command", required=True)
     s = lake.add_parser("sql", help="run a DuckDB query over the lake's views")

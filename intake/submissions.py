@@ -217,4 +217,4 @@ def rules_for(challenge: str):
 
 def queue_of(challenge: str) -> str:
     from challenges import load_challenge
-    return load_challenge(challenge).spec.get("queue", "cpu")
+    return load_challenge(challenge).spec.queue

@@ -2,6 +2,7 @@
 from dagster import Definitions
 
 from orchestration.assets import evaluation, leaderboard, scores, submission_image
+from orchestration.fleet import io_manager_resources
 from orchestration.jobs import evaluate_submission, refresh_leaderboard
 from orchestration.resources import ArenaStorage, Sandbox
 from orchestration.sensors import (cancelled_run_sensor, intake_sensor, leaderboard_sensor,
@@ -11,5 +12,6 @@ defs = Definitions(
     assets=[submission_image, evaluation, scores, leaderboard],
     jobs=[evaluate_submission, refresh_leaderboard],
     sensors=[intake_sensor, leaderboard_sensor, platform_failure_sensor, cancelled_run_sensor],
-    resources={"storage": ArenaStorage(), "sandbox": Sandbox()},
+    # fleet mode: run outputs in S3 (io_manager_resources), so any worker host reads them
+    resources={"storage": ArenaStorage(), "sandbox": Sandbox()} | io_manager_resources(),
 )

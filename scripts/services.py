@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lake.config import arena_home  # noqa: E402
+from sandbox import cpus  # noqa: E402
 from orchestration.config import dagster_home, write_dagster_yaml  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -122,11 +123,25 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def recover_runs() -> None:
+    """Embedded mode, no daemon running: fail the runs the last stop cut off, so they are retried
+    (orchestration/recovery.py). Fleet mode: runs live on the workers; nothing to do."""
+    from orchestration.fleet import mode
+    if mode() != "embedded" or pid_of("dagster-daemon") is not None:
+        return
+    from dagster import DagsterInstance
+    from orchestration.recovery import fail_orphaned_runs
+    with DagsterInstance.get() as instance:
+        if ended := fail_orphaned_runs(instance):
+            print(f"{len(ended)} run(s) cut off by the last stop failed as platform failures; they are retried")
+
+
 def up(timeout: float) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
     write_dagster_yaml(Path(os.environ["DAGSTER_HOME"]))
     logs = arena_home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    recover_runs()
     from sandbox.engine import remove_leftovers
     try:
         if n := remove_leftovers():
@@ -141,6 +156,7 @@ def up(timeout: float) -> int:
                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_reset_signals,
                                 env=service_env(name, os.environ | {"PYTHONUNBUFFERED": "1"}))
         (run_dir() / f"{name}.pid").write_text(str(proc.pid))
+        confined = cpus.confine(proc.pid)     # the platform's CPUs, never the evaluation's (README)
     deadline = time.monotonic() + timeout
     waiting = dict(services())
     while waiting and time.monotonic() < deadline:
@@ -157,6 +173,10 @@ def up(timeout: float) -> int:
         return 1
     for name, svc in services().items():
         print(f"{name:18} pid {pid_of(name):<7} {svc['url'] or ''}")
+    split = cpus.CpuSplit.of(os.environ.get("ARENA_SANDBOX_CPUSET") or None)
+    if "confined" in locals():
+        print(f"services on platform CPUs {cpus.format_cpuset(split.platform)} ({confined}); "
+              f"evaluations on CPUs {cpus.format_cpuset(split.evaluation)}")
     return 0
 
 
