@@ -18,6 +18,7 @@
 | `ARENA_MAX_HEADER_BYTES` | `16384` | request headers, and one multipart part's headers (431) |
 | `ARENA_WS_PER_USER` / `ARENA_WS_MAX_LIFETIME_S` | `4` / `3600` | open log sockets per user; a socket's lifetime |
 | `ARENA_SESSION_MAX_AGE_S` | `1209600` | lifetime of a web session |
+| `ARENA_METRICS_TOKEN` | unset (metrics off) | bearer token Prometheus sends to `GET /metrics` |
 | `ARENA_MAX_CONCURRENT` | `3` | submissions per user not yet finished (queued…scoring) (429 beyond) |
 | `ARENA_DEFAULT_CHALLENGE` | `efficient-decode` | challenge of an upload that names none |
 | `ARENA_GITHUB_CLIENT_ID` / `ARENA_GITHUB_CLIENT_SECRET` | unset | enable "Log in with GitHub" |
@@ -76,6 +77,7 @@ class Settings:
     ws_per_user: int = 4
     ws_max_lifetime_s: int = 3600
     session_max_age_s: int = 14 * 24 * 3600
+    metrics_token: str | None = None
 
     def __post_init__(self) -> None:
         check_secret_key(self.secret_key)
@@ -112,6 +114,7 @@ class Settings:
             ws_per_user=int(env.get("ARENA_WS_PER_USER", "4")),
             ws_max_lifetime_s=int(env.get("ARENA_WS_MAX_LIFETIME_S", "3600")),
             session_max_age_s=int(env.get("ARENA_SESSION_MAX_AGE_S", 14 * 24 * 3600)),
+            metrics_token=env.get("ARENA_METRICS_TOKEN") or None,
         )
 
     def with_(self, **changes) -> "Settings":
