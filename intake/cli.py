@@ -178,22 +178,6 @@ def cmd_rerun(args) -> int:
     return 0
 
 
-def cmd_lake_sql(args) -> int:
-    from lake.config import StorageSettings
-    from lake.views import available_views, connect
-
-    con = connect(StorageSettings.from_env().lake)
-    try:
-        cursor = con.execute(args.query)
-    except Exception as exc:  # DuckDB's errors are the user's to read
-        raise ArenaError("sql", f"{exc} (views: {', '.join(available_views(con)) or 'none yet'})") from exc
-    if cursor.description is None:
-        return 0
-    headers = [d[0] for d in cursor.description]
-    print(table(headers, [list(r) for r in cursor.fetchall()]))
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="arena", description="Decode Arena: submit decoders, follow them, rank them.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -232,10 +216,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("id")
     s.set_defaults(func=cmd_rerun)
 
-    lake = sub.add_parser("lake", help="query the lake").add_subparsers(dest="lake_command", required=True)
-    s = lake.add_parser("sql", help="run a DuckDB query over the lake's views")
-    s.add_argument("query")
-    s.set_defaults(func=cmd_lake_sql)
+    from lake.commands import add_lake_commands
+    add_lake_commands(sub)
     return p
 
 
