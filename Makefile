@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 engine:
 	@bash scripts/setup-engine.sh
+	@bash scripts/setup-cpus.sh
 
 images: engine
 	@bash scripts/build-images.sh

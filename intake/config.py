@@ -14,7 +14,6 @@
 | `ARENA_DAILY_QUOTA` | `20` | submissions per user in any 24 hours (429 beyond) |
 | `ARENA_MAX_CONCURRENT` | `3` | submissions per user not yet finished (queued…scoring) (429 beyond) |
 | `ARENA_DEFAULT_CHALLENGE` | `efficient-decode` | challenge of an upload that names none |
-| `ARENA_ADMIN_EMAILS` | empty | comma-separated e-mails that become admins when they log in through OAuth |
 | `ARENA_GITHUB_CLIENT_ID` / `ARENA_GITHUB_CLIENT_SECRET` | unset | enable "Log in with GitHub" |
 | `ARENA_GOOGLE_CLIENT_ID` / `ARENA_GOOGLE_CLIENT_SECRET` | unset | enable "Log in with Google" |
 | `ARENA_OIDC_ISSUER` / `ARENA_OIDC_CLIENT_ID` / `ARENA_OIDC_CLIENT_SECRET` | unset | enable any OpenID Connect issuer (discovery at `<issuer>/.well-known/openid-configuration`) |
@@ -26,6 +25,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -59,12 +59,26 @@ class Settings:
     daily_quota: int = 20
     max_concurrent: int = 3
     default_challenge: str = DEFAULT_CHALLENGE
-    admin_emails: frozenset[str] = frozenset()
     oauth_providers: tuple[OAuthProvider, ...] = field(default_factory=tuple)
+    # -- request limits, quota and rate limit, WebSockets (README "Security model: intake") --------
+    max_request_bytes: int = 50 * MiB + MiB
+    max_multipart_parts: int = 8
+    max_header_bytes: int = 16 * 1024
+    upload_rate_limit: int = 10
+    upload_rate_window_s: int = 60
+    ws_per_user: int = 4
+    ws_max_lifetime_s: int = 3600
+    session_max_age_s: int = 14 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        check_secret_key(self.secret_key)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
+        if env.get("ARENA_ADMIN_EMAILS"):
+            raise ValueError("ARENA_ADMIN_EMAILS is no longer honoured: an e-mail never makes an admin. "
+                             "Grant admin explicitly with `arena admin set-admin <user>` and unset it.")
         storage = _storage(env)
         host = env.get("ARENA_HOST", "127.0.0.1")
         port = int(env.get("ARENA_PORT", "8000"))
@@ -81,9 +95,16 @@ class Settings:
             daily_quota=int(env.get("ARENA_DAILY_QUOTA", "20")),
             max_concurrent=int(env.get("ARENA_MAX_CONCURRENT", "3")),
             default_challenge=env.get("ARENA_DEFAULT_CHALLENGE", DEFAULT_CHALLENGE),
-            admin_emails=frozenset(e.strip().lower() for e in env.get("ARENA_ADMIN_EMAILS", "").split(",")
-                                   if e.strip()),
             oauth_providers=_oauth_providers(env),
+            max_request_bytes=int(env.get("ARENA_MAX_REQUEST_BYTES")
+                                  or int(env.get("ARENA_MAX_UPLOAD_BYTES", 50 * MiB)) + MiB),
+            max_multipart_parts=int(env.get("ARENA_MAX_MULTIPART_PARTS", "8")),
+            max_header_bytes=int(env.get("ARENA_MAX_HEADER_BYTES", 16 * 1024)),
+            upload_rate_limit=int(env.get("ARENA_UPLOAD_RATE_LIMIT", "10")),
+            upload_rate_window_s=int(env.get("ARENA_UPLOAD_RATE_WINDOW_S", "60")),
+            ws_per_user=int(env.get("ARENA_WS_PER_USER", "4")),
+            ws_max_lifetime_s=int(env.get("ARENA_WS_MAX_LIFETIME_S", "3600")),
+            session_max_age_s=int(env.get("ARENA_SESSION_MAX_AGE_S", 14 * 24 * 3600)),
         )
 
     def with_(self, **changes) -> "Settings":
@@ -108,17 +129,46 @@ def _storage(env: dict[str, str]) -> StorageSettings:
                 os.environ[key] = value
 
 
+MIN_SECRET_KEY_CHARS = 32
+
+
+def check_secret_key(key: str) -> None:
+    """Refuse a key that would let anyone forge sessions: empty, or shorter than 32 characters."""
+    if not isinstance(key, str) or len(key.strip()) < MIN_SECRET_KEY_CHARS:
+        raise ValueError(f"the secret key (ARENA_SECRET_KEY or $ARENA_HOME/secret_key) has "
+                         f"{len((key or '').strip())} characters; at least {MIN_SECRET_KEY_CHARS} are required "
+                         f"(rule: secret_key_length). Remove an empty secret_key file to have one generated.")
+
+
 def stored_secret_key(home: Path) -> str:
-    """The key in ``home/secret_key``, made on first use (0600) so sessions survive restarts."""
+    """The key in ``home/secret_key``, made on first use (0600) so sessions survive restarts.
+
+    Written atomically: a temporary file is filled and fsynced, then hard-linked into place (which fails
+    if another process got there first, whose key then wins), so no reader ever sees a partial key."""
     path = home / "secret_key"
     home.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=".secret_key.", dir=home)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)  # like rename, but never replaces a key another process wrote
+            except FileExistsError:
+                pass
+            dir_fd = os.open(home, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        finally:
+            os.unlink(tmp)
+    key = path.read_text().strip()
+    check_secret_key(key)
+    return key
 
 
 def _oauth_providers(env: dict[str, str]) -> tuple[OAuthProvider, ...]:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from lake.tables import Lake
-from lake.views import connect
+from lake.storage import Storage
+from lake.tables import Lake, as_lake
+from lake.views import available_views, connect
+from lake.vocabulary import UNRANKED_DISTURBED, UNRANKED_INVALID
 
 LEADERBOARD_SQL = """
 WITH ev AS (
@@ -38,7 +40,8 @@ SELECT CAST(rank() OVER (ORDER BY m_tokens_per_second DESC) AS INTEGER) AS rank,
 FROM best
 UNION ALL
 SELECT NULL, participant, display_name, submission_id, status,
-       coalesce(reason, CASE WHEN NOT coalesce(valid, false) THEN 'invalid measurement' END),
+       coalesce(reason, CASE WHEN coalesce(disturbed, false) THEN $disturbed
+                             WHEN NOT coalesce(valid, false) THEN $invalid END),
        m_tokens_per_second, m_latency_p99_ms, m_ttft_p50_ms, m_tpot_p50_ms, m_accuracy,
        m_peak_memory_bw_GBs, m_energy_joules, tokens_per_second_cv, valid, runtime, submitted_at
 FROM unranked
@@ -46,23 +49,23 @@ ORDER BY rank NULLS LAST, submitted_at
 """
 
 
-def build_leaderboard(lake_root: Path, challenge: str) -> pa.Table:
-    """Compute the leaderboard of one challenge from the lake and write it atomically."""
-    lake = Lake(lake_root)
-    con = connect(lake_root)
-    if not {"evaluations", "submissions"} <= {r[0] for r in con.execute(
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}:
-        table = pa.table({"rank": pa.array([], pa.int32()), "participant": pa.array([], pa.string())})
-    else:
-        table = con.sql(LEADERBOARD_SQL, params={"challenge": challenge}).to_arrow_table()
-    lake.write_table(lake.leaderboard_path(challenge), table)
+def build_leaderboard(where: "Lake | Storage | str | Path", challenge: str) -> pa.Table:
+    """Compute the leaderboard of one challenge from the lake's compacted tables (plus the files
+    written since the last compaction) and write it atomically."""
+    lake = as_lake(where)
+    con = connect(lake, tables=("submissions", "evaluations"))
+    try:
+        if not {"evaluations", "submissions"} <= set(available_views(con)):
+            table = pa.table({"rank": pa.array([], pa.int32()), "participant": pa.array([], pa.string())})
+        else:
+            table = con.sql(LEADERBOARD_SQL, params={"challenge": challenge, "disturbed": UNRANKED_DISTURBED,
+                                                        "invalid": UNRANKED_INVALID}).to_arrow_table()
+    finally:
+        con.close()
+    lake.write_leaderboard(challenge, table)
     return table
 
 
-def read_leaderboard(lake_root: Path, challenge: str) -> list[dict]:
+def read_leaderboard(where: "Lake | Storage | str | Path", challenge: str) -> list[dict]:
     """Rows of the last built leaderboard (empty when none was built yet)."""
-    path = Lake(lake_root).leaderboard_path(challenge)
-    if not path.exists():
-        return []
-    import pyarrow.parquet as pq
-    return pq.read_table(path).to_pylist()
+    return as_lake(where).read_leaderboard(challenge)

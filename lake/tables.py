@@ -1,94 +1,215 @@
-"""The lake's tables: hive-partitioned Parquet written atomically (DESIGN.md, "Lake layout")."""
+"""The lake: per-submission files written atomically, a journal of what was written, compacted tables.
+
+Keys under the lake's storage (lake/README.md has every column and unit):
+
+  submissions/challenge=C/<id>.parquet                                  one row per submission
+  evaluations/challenge=C/submission_id=S/result.json                   latest result JSON
+  evaluations/challenge=C/submission_id=S/attempt-N.json                every attempt's result JSON
+  evaluations/challenge=C/submission_id=S/evaluation.parquet            its flattened row (latest)
+  evaluations/challenge=C/submission_id=S/loadgen/attempt=N/<run>/...   LoadGen's logs
+  requests/challenge=C/submission_id=S/attempt=N/requests.parquet       one row per decode request
+  telemetry/challenge=C/submission_id=S/attempt=N/telemetry.parquet     one row per telemetry sample
+  leaderboard/challenge=C/leaderboard.parquet                           the last built leaderboard
+  _journal/<table>/<ULID>~<key, quoted>                                 one empty object per write
+  _compacted/<table>/manifest.json, _compacted/<table>/part-*.parquet  compacted copies (lake.compaction)
+
+A per-submission file is written whole and atomically, then its journal entry: a reader that lists the
+journal after the compacted manifest's watermark sees every file written since the last compaction.
+The per-submission files stay the source of truth; compacted files are derived and rebuildable.
+"""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from ulid import ULID
 
-from lake.atomic import write_atomic, write_json_atomic
-from lake.results import flatten, validate_result
+from lake.layout import FLAT_METRICS, REQUESTS_SCHEMA, TABLES, TableSpec, conform, file_version  # noqa: F401
+from lake.results import validate_result
+from lake.storage import Storage, as_storage
+
+JOURNAL = "_journal"
+COMPACTED = "_compacted"
+LOADGEN_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json")
 
 
-#: The requests table: one row per decode request the harness sent (DESIGN.md, "Lake layout").
-REQUESTS_SCHEMA = pa.schema([
-    ("run", pa.string()), ("request_id", pa.string()), ("prompt_index", pa.int32()),
-    ("prompt_set", pa.string()), ("sent_ns", pa.int64()), ("first_token_ns", pa.int64()),
-    ("done_ns", pa.int64()), ("ttft_ms", pa.float64()), ("tpot_ms", pa.float64()),
-    ("latency_ms", pa.float64()), ("tokens", pa.int32()), ("correct_tokens", pa.int32()),
-    ("expected_tokens", pa.int32()),
-])
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def flatten(result: dict, attempt: int) -> dict:
+    """One flat row of a result for the evaluations table (EVALUATIONS_SCHEMA)."""
+    meas, env = result["measurement"], result["environment"]
+    row = {k: result.get(k) for k in ("submission_id", "challenge", "status", "reason", "started_at",
+                                       "finished_at")}
+    row["attempt"] = attempt
+    metrics = result["metrics"]
+    row.update({f"m_{k}": (float(metrics[k]) if metrics.get(k) is not None else None) for k in FLAT_METRICS})
+    row.update({"scenario": meas.get("scenario"), "valid": meas.get("valid"), "repeats": meas.get("repeats"),
+                "tokens_per_second_cv": meas.get("tokens_per_second_cv"), "engine": meas.get("engine"),
+                "prompt_set": meas.get("prompt_set")})
+    interference = meas.get("interference") or {}
+    row.update({"disturbed": interference.get("disturbed"), "remeasured": interference.get("remeasured")})
+    row.update({k: env.get(k) for k in ("runtime", "image_digest", "base_image", "gpu", "host",
+                                        "harness_version")})
+    return row
 
 
 class Lake:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, storage: Storage | str | Path):
+        self.storage = as_storage(storage)
 
-    # -- paths -----------------------------------------------------------------------------
-    def submissions_dir(self, challenge: str) -> Path:
-        return self.root / "submissions" / f"challenge={challenge}"
+    @property
+    def url(self) -> str:
+        return self.storage.url
 
-    def evaluation_dir(self, challenge: str, sid: str) -> Path:
-        return self.root / "evaluations" / f"challenge={challenge}" / f"submission_id={sid}"
+    def __repr__(self) -> str:
+        return f"Lake({self.storage.url!r})"
 
-    def requests_dir(self, challenge: str, sid: str, attempt: int) -> Path:
-        return self.root / "requests" / f"challenge={challenge}" / f"submission_id={sid}" / f"attempt={attempt}"
+    # -- keys ------------------------------------------------------------------------------------
+    @staticmethod
+    def submission_key(challenge: str, sid: str) -> str:
+        return f"submissions/challenge={challenge}/{sid}.parquet"
 
-    def telemetry_dir(self, challenge: str, sid: str, attempt: int) -> Path:
-        return self.root / "telemetry" / f"challenge={challenge}" / f"submission_id={sid}" / f"attempt={attempt}"
+    @staticmethod
+    def evaluation_prefix(challenge: str, sid: str) -> str:
+        return f"evaluations/challenge={challenge}/submission_id={sid}/"
 
-    def leaderboard_path(self, challenge: str) -> Path:
-        return self.root / "leaderboard" / f"challenge={challenge}" / "leaderboard.parquet"
+    @staticmethod
+    def run_key(table: str, challenge: str, sid: str, attempt: int) -> str:
+        """The key of one attempt's file of ``requests`` or ``telemetry``."""
+        return f"{table}/challenge={challenge}/submission_id={sid}/attempt={attempt}/{table}.parquet"
+
+    @staticmethod
+    def leaderboard_key(challenge: str) -> str:
+        return f"leaderboard/challenge={challenge}/leaderboard.parquet"
+
+    def uri(self, key: str) -> str:
+        return self.storage.uri(key)
 
     def next_attempt(self, challenge: str, sid: str) -> int:
-        base = self.root / "requests" / f"challenge={challenge}" / f"submission_id={sid}"
-        taken = [int(p.name.split("=", 1)[1]) for p in base.glob("attempt=*")] if base.exists() else []
+        taken = []
+        for table in ("requests", "telemetry"):
+            for name in self.storage.list_dirs(f"{table}/challenge={challenge}/submission_id={sid}/"):
+                if name.startswith("attempt="):
+                    taken.append(int(name.split("=", 1)[1]))
+        for key in self.storage.list_after(self.evaluation_prefix(challenge, sid) + "attempt-"):
+            name = key.rsplit("/", 1)[1]
+            if name.startswith("attempt-") and name.endswith(".json"):
+                taken.append(int(name[len("attempt-"):-len(".json")]))
         return max(taken, default=0) + 1
 
-    # -- writers ---------------------------------------------------------------------------
-    @staticmethod
-    def write_table(path: Path, table: pa.Table) -> Path:
-        return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    # -- the journal -----------------------------------------------------------------------------
+    def _journal(self, table: str, key: str) -> None:
+        self.storage.put(f"{JOURNAL}/{table}/{ULID()}~{quote(key, safe='')}", b"")
 
-    def write_submission(self, row: dict) -> Path:
-        table = pa.Table.from_pylist([row])
-        return self.write_table(self.submissions_dir(row["challenge"]) / f"{row['id']}.parquet", table)
+    def journal_after(self, table: str, watermark: str = "") -> list[tuple[str, str]]:
+        """(journal entry, data key) of every write to ``table`` after ``watermark`` (an entry name)."""
+        prefix = f"{JOURNAL}/{table}/"
+        out = []
+        for key in self.storage.list_after(prefix, prefix + watermark if watermark else ""):
+            entry = key[len(prefix):]
+            ulid, _, quoted = entry.partition("~")
+            out.append((entry, unquote(quoted)))
+        return out
 
-    def write_evaluation(self, result: dict, attempt: int) -> Path:
-        """result.json and its flattened row; the row is written last, so a reader that sees the
-        row sees the JSON too."""
+    # -- writers ---------------------------------------------------------------------------------
+    def write_rows(self, table: str, key: str, rows: list[dict] | pa.Table) -> str:
+        """Write one per-submission file of ``table`` with its fixed schema, then journal it."""
+        spec = TABLES[table]
+        data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows), schema=spec.schema)
+        data = conform(spec, data)
+        self.storage.put(key, parquet_bytes(data))
+        self._journal(table, key)
+        return key
+
+    def write_submission(self, row: dict) -> str:
+        return self.write_rows("submissions", self.submission_key(row["challenge"], row["id"]), [row])
+
+    def delete_submission(self, challenge: str, sid: str) -> None:
+        """Withdraw a submission row intake wrote (a half-written hand-over)."""
+        self.storage.delete(self.submission_key(challenge, sid))
+
+    def write_evaluation(self, result: dict, attempt: int) -> str:
+        """result.json, attempt-N.json and the flattened row; the row is written last, so a reader that
+        sees the row sees the JSON too. Returns the key of result.json."""
         validate_result(result)
-        d = self.evaluation_dir(result["challenge"], result["submission_id"])
-        write_json_atomic(d / "result.json", result)
-        write_json_atomic(d / f"attempt-{attempt}.json", result)
-        row = flatten(result) | {"attempt": attempt}
-        self.write_table(d / "evaluation.parquet", pa.Table.from_pylist([row]))
-        return d / "result.json"
+        prefix = self.evaluation_prefix(result["challenge"], result["submission_id"])
+        self.storage.put_json(prefix + "result.json", result)
+        self.storage.put_json(prefix + f"attempt-{attempt}.json", result)
+        self.write_rows("evaluations", prefix + "evaluation.parquet", [flatten(result, attempt)])
+        return prefix + "result.json"
 
-    def write_requests(self, challenge: str, sid: str, attempt: int, rows: Iterable[dict],
-                       schema: pa.Schema) -> Path:
-        table = pa.Table.from_pylist(list(rows), schema=schema)
-        return self.write_table(self.requests_dir(challenge, sid, attempt) / "requests.parquet", table)
+    def write_requests(self, challenge: str, sid: str, attempt: int, rows: "Iterable[dict] | pa.Table",
+                       schema: pa.Schema | None = None) -> str:
+        data = rows if isinstance(rows, pa.Table) else list(rows)
+        return self.write_rows("requests", self.run_key("requests", challenge, sid, attempt), data)
 
-    def keep_loadgen_logs(self, challenge: str, sid: str, attempt: int, dirs: Iterable[Path]) -> Path:
+    def put_telemetry(self, challenge: str, sid: str, attempt: int, local_file: str | Path) -> str | None:
+        """Publish the sidecar's Parquet file (written locally) as this attempt's telemetry."""
+        if not Path(local_file).exists():
+            return None
+        # stamped with the table's schema version (the sidecar writes the schema, not the version):
+        # one rewrite of a small file at publication, so every file in the lake says its version
+        return self.write_rows("telemetry", self.run_key("telemetry", challenge, sid, attempt),
+                               pq.read_table(local_file))
+
+    def keep_loadgen_logs(self, challenge: str, sid: str, attempt: int, dirs: Iterable[Path]) -> str:
         """LoadGen's summary and detail logs of every run, kept beside the evaluation."""
-        import shutil
-        dest = self.evaluation_dir(challenge, sid) / "loadgen" / f"attempt={attempt}"
+        dest = self.evaluation_prefix(challenge, sid) + f"loadgen/attempt={attempt}/"
         for d in dirs:
-            for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"):
+            for name in LOADGEN_FILES:
                 if (Path(d) / name).exists():
-                    (dest / Path(d).name).mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(Path(d) / name, dest / Path(d).name / name)
+                    self.storage.put_file(dest + f"{Path(d).name}/{name}", Path(d) / name)
         return dest
 
-    def telemetry_path(self, challenge: str, sid: str, attempt: int) -> Path:
-        return self.telemetry_dir(challenge, sid, attempt) / "telemetry.parquet"
+    def write_leaderboard(self, challenge: str, table: pa.Table) -> str:
+        key = self.leaderboard_key(challenge)
+        self.storage.put(key, parquet_bytes(table))
+        return key
 
-    # -- readers ---------------------------------------------------------------------------
-    def read_result(self, challenge: str, sid: str) -> dict | None:
+    # -- readers ---------------------------------------------------------------------------------
+    def read_result(self, challenge: str, sid: str, attempt: int | None = None) -> dict | None:
+        name = "result.json" if attempt is None else f"attempt-{attempt}.json"
+        return self.storage.get_json(self.evaluation_prefix(challenge, sid) + name)
+
+    def read_run(self, table: str, challenge: str, sid: str, attempt: int) -> pa.Table | None:
+        """One attempt's requests or telemetry, read from its own file only (None when missing)."""
         try:
-            return json.loads((self.evaluation_dir(challenge, sid) / "result.json").read_text())
+            with self.storage.open(self.run_key(table, challenge, sid, attempt)) as fh:
+                return pq.read_table(fh)
         except FileNotFoundError:
             return None
+
+    def has_run(self, table: str, challenge: str, sid: str, attempt: int) -> bool:
+        return self.storage.exists(self.run_key(table, challenge, sid, attempt))
+
+    def read_leaderboard(self, challenge: str) -> list[dict]:
+        try:
+            with self.storage.open(self.leaderboard_key(challenge)) as fh:
+                return pq.read_table(fh).to_pylist()
+        except FileNotFoundError:
+            return []
+
+    def leaderboard_built_at(self, challenge: str) -> float | None:
+        """When the leaderboard of ``challenge`` was last written (epoch seconds), None if never."""
+        return self.storage.modified(self.leaderboard_key(challenge))
+
+    def loadgen_logs(self, challenge: str, sid: str) -> list[str]:
+        """Keys of LoadGen's logs kept for a submission (read them with ``lake.storage.open``)."""
+        return self.storage.list_after(self.evaluation_prefix(challenge, sid) + "loadgen/")
+
+    def manifest(self, table: str) -> dict:
+        return self.storage.get_json(f"{COMPACTED}/{table}/manifest.json") or {
+            "table": table, "generation": 0, "watermark": "", "parts": []}
+
+
+def as_lake(where: "Lake | Storage | str | Path") -> Lake:
+    return where if isinstance(where, Lake) else Lake(where)

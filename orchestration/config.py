@@ -28,9 +28,12 @@ def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", str(arena_home() / "dagster"))).resolve()
 
 
+DAGSTER_POSTGRES_URL_ENV = "ARENA_DAGSTER_POSTGRES_URL"
+
+
 def dagster_postgres_url() -> str | None:
     """Dagster's own storage in PostgreSQL (production); unset means SQLite under DAGSTER_HOME."""
-    return os.environ.get("ARENA_DAGSTER_POSTGRES_URL") or None
+    return os.environ.get(DAGSTER_POSTGRES_URL_ENV) or None
 
 
 def write_dagster_yaml(home: Path | None = None) -> Path:
@@ -43,8 +46,10 @@ def write_dagster_yaml(home: Path | None = None) -> Path:
     limits = "\n".join(f"      - key: {TAG_QUEUE}\n        value: {name}\n        limit: {count}"
                        for name, count in queues().items())
     storage = ""
-    if url := dagster_postgres_url():
-        storage = f"storage:\n  postgres:\n    postgres_url: {url}\n"
+    if dagster_postgres_url():
+        # An `env:` reference: Dagster reads the URL (and its password) from the environment of each of
+        # its processes; the password is never written into this file.
+        storage = f"storage:\n  postgres:\n    postgres_url:\n      env: {DAGSTER_POSTGRES_URL_ENV}\n"
     text = f"""# Written by orchestration/config.py (make up); edit ARENA_QUEUES instead of this file.
 run_coordinator:
   module: dagster.core.run_coordinator
