@@ -217,7 +217,7 @@ def show_latency_cdf(runs: list[tuple[str, str, int]]) -> None:
     chart = alt.Chart(cdf).mark_line(interpolate="step-after").encode(
         x=alt.X("latency_ms:Q", title="latency (ms)"), y=alt.Y("fraction:Q", title="fraction of requests"),
         color=alt.Color("run:N", title=None))
-    st.altair_chart(chart.properties(height=260), use_container_width=True)
+    st.altair_chart(chart.properties(height=260), width="stretch")
 
 
 def show_token_timeline(label: str, sid: str, attempt: int) -> None:
@@ -235,7 +235,7 @@ def show_token_timeline(label: str, sid: str, attempt: int) -> None:
         x=alt.X("start:Q", title="ms since the run's first request"), x2="end:Q",
         y=alt.Y("request:O", title="request", axis=alt.Axis(labels=False, ticks=False)),
         color=alt.Color("phase:N", title=None), tooltip=["request_id", "phase", "start", "end", "tokens"])
-    st.altair_chart(chart.properties(height=min(400, 40 + 4 * len(tl))), use_container_width=True)
+    st.altair_chart(chart.properties(height=min(400, 40 + 4 * len(tl))), width="stretch")
 
 
 def show_compare(evals: pd.DataFrame, pair: list[tuple[str, str, int]], viewer: Viewer) -> None:

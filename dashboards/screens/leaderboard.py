@@ -62,7 +62,7 @@ def show_history(challenge: str) -> None:
         x=alt.X("submitted:T", title="submitted"), y=alt.Y("best_tokens_per_second:Q", title="best tokens/s"),
         color=alt.Color("participant:N", title="participant"),
         tooltip=["participant", "submitted:T", "best_tokens_per_second:Q", "submission_id"])
-    st.altair_chart(chart.properties(height=300), use_container_width=True)
+    st.altair_chart(chart.properties(height=300), width="stretch")
     latest = hist.sort_values("submitted").groupby("participant").tail(1).sort_values("best_tokens_per_second",
                                                                             ascending=False)
     st.table(pd.DataFrame({
