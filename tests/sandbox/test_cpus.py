@@ -132,3 +132,17 @@ def test_the_data_path_runs_first_in_line_during_a_timed_run_and_is_restored():
     finally:
         proc.kill()
         proc.wait()
+
+
+@needs_two_cpus
+def test_the_default_evaluation_cpu_does_not_follow_this_process_affinity():
+    """A harness started on the platform CPUs (or forked during another evaluation's timed run)
+    still pins evaluations to the host's last CPU, never to its own CPUs."""
+    from sandbox.config import default_cpuset
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpus.host_cpus())})
+        assert default_cpuset() == str(max(cpus.host_cpus()))
+        assert cpus.CpuSplit.of().evaluation == {max(cpus.host_cpus())}
+    finally:
+        os.sched_setaffinity(0, before)
