@@ -224,9 +224,7 @@ def cmd_prompts(args) -> int:
     except KeyError as exc:
         raise ArenaError("not_found", str(exc.args[0])) from exc
     challenge = load_challenge(record["challenge"])
-    lake = Lake(StorageSettings.from_env().lake)
-    path = lake.evaluation_dir(challenge.name, args.id) / f"attempt-{record['attempt']}.json"
-    result = _json.loads(path.read_text()) if path.is_file() else None
+    result = Lake(StorageSettings.from_env().lake).read_result(challenge.name, args.id, record["attempt"])
     ok, digest, count, stored = verify_prompts(challenge, record, result)
     if args.show:
         from sandbox.evaluate import Workload
