@@ -11,6 +11,7 @@ from intake.db import Database
 from intake.errors import install_error_handlers
 from intake.oauth import build_oauth
 from intake.limits import BodyLimit
+from intake.metrics import IntakeMetrics
 from intake.routes import admin, health, leaderboard, submissions, web
 from intake.sessions import COOKIE as SESSION_COOKIE
 from intake.submissions import Submissions
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.submissions = Submissions(settings, db)
+    app.state.metrics = IntakeMetrics(settings.bucket)  # GET /metrics (ARENA_METRICS_TOKEN)
     app.state.ws_open = {}  # user id -> log sockets open in this process (ARENA_WS_PER_USER)
     app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=SESSION_COOKIE,
                        max_age=settings.session_max_age_s, same_site="lax",

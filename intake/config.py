@@ -6,12 +6,19 @@
 | `ARENA_BUCKET_URL` | `file://$ARENA_HOME/bucket` | the intake bucket shared with orchestration (`lake.config`) |
 | `ARENA_LAKE_URL` | `file://$ARENA_HOME/lake` | the Parquet lake (`lake.config`) |
 | `ARENA_DATABASE_URL` | `sqlite:///$ARENA_HOME/arena.db` | users, API tokens, submissions; production: `postgresql+psycopg://user:pw@host/db` |
-| `ARENA_SECRET_KEY` | generated once into `$ARENA_HOME/secret_key` (mode 0600) | signs session cookies and CSRF tokens; set it when several replicas serve one site |
+| `ARENA_SECRET_KEY` | generated once into `$ARENA_HOME/secret_key` (mode 0600, atomically) | signs session cookies and CSRF tokens; at least 32 characters |
 | `ARENA_HOST` | `127.0.0.1` | address the intake server binds (`python -m intake`) |
 | `ARENA_PORT` | `8000` | port of the intake API and web form |
 | `ARENA_PUBLIC_URL` | `http://$ARENA_HOST:$ARENA_PORT` | base URL users reach (links in answers, OAuth redirect URIs) |
 | `ARENA_MAX_UPLOAD_BYTES` | `52428800` (50 MiB) | largest accepted zip; larger uploads are cut off while streaming (413) |
-| `ARENA_DAILY_QUOTA` | `20` | submissions per user in any 24 hours (429 beyond) |
+| `ARENA_DAILY_QUOTA` | `20` | upload attempts per user in any 24 hours, refused ones included (429 beyond) |
+| `ARENA_UPLOAD_RATE_LIMIT` / `ARENA_UPLOAD_RATE_WINDOW_S` | `10` / `60` | upload attempts per user per window (429) |
+| `ARENA_MAX_REQUEST_BYTES` | max upload + 1 MiB | total body of any request (413) |
+| `ARENA_MAX_MULTIPART_PARTS` | `8` | parts of an upload (413) |
+| `ARENA_MAX_HEADER_BYTES` | `16384` | request headers, and one multipart part's headers (431) |
+| `ARENA_WS_PER_USER` / `ARENA_WS_MAX_LIFETIME_S` | `4` / `3600` | open log sockets per user; a socket's lifetime |
+| `ARENA_SESSION_MAX_AGE_S` | `1209600` | lifetime of a web session |
+| `ARENA_METRICS_TOKEN` | unset (metrics off) | bearer token Prometheus sends to `GET /metrics` |
 | `ARENA_MAX_CONCURRENT` | `3` | submissions per user not yet finished (queued…scoring) (429 beyond) |
 | `ARENA_DEFAULT_CHALLENGE` | `efficient-decode` | challenge of an upload that names none |
 | `ARENA_GITHUB_CLIENT_ID` / `ARENA_GITHUB_CLIENT_SECRET` | unset | enable "Log in with GitHub" |
@@ -20,6 +27,7 @@
 | `ARENA_OIDC_NAME` | `OIDC` | label of that issuer's login button |
 
 With no OAuth provider configured, the only way in is an API token made by `arena admin create-user`.
+Admin is granted only by `arena admin set-admin <user>` (or `create-user --admin`), never by e-mail.
 """
 from __future__ import annotations
 
@@ -69,6 +77,7 @@ class Settings:
     ws_per_user: int = 4
     ws_max_lifetime_s: int = 3600
     session_max_age_s: int = 14 * 24 * 3600
+    metrics_token: str | None = None
 
     def __post_init__(self) -> None:
         check_secret_key(self.secret_key)
@@ -105,6 +114,7 @@ class Settings:
             ws_per_user=int(env.get("ARENA_WS_PER_USER", "4")),
             ws_max_lifetime_s=int(env.get("ARENA_WS_MAX_LIFETIME_S", "3600")),
             session_max_age_s=int(env.get("ARENA_SESSION_MAX_AGE_S", 14 * 24 * 3600)),
+            metrics_token=env.get("ARENA_METRICS_TOKEN") or None,
         )
 
     def with_(self, **changes) -> "Settings":

@@ -55,6 +55,9 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
     async def _refuse(self, scope, receive, send, error: ApiError):
+        if "app" in scope:
+            from intake.errors import count_refusal
+            count_refusal(scope["app"], error)
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1009, "reason": error.message[:120]})

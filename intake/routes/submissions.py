@@ -29,7 +29,11 @@ UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data
 async def create_submission(request: Request, user: User = Depends(current_user)) -> JSONResponse:
     service = request.app.state.submissions
     settings = request.app.state.settings
-    attempt = await run_in_threadpool(service.admit, user.id)  # rate limit and quota, before any reading
+    try:
+        attempt = await run_in_threadpool(service.admit, user.id)  # rate limit and quota, before any reading
+    except ApiError:
+        request.app.state.metrics.uploads.labels(outcome="refused").inc()
+        raise
     upload = None
     try:
         upload = await receive_upload(request, settings.max_upload_bytes, settings.home / "tmp",
@@ -38,6 +42,7 @@ async def create_submission(request: Request, user: User = Depends(current_user)
     except ApiError as exc:
         rule = exc.details[0].get("rule") if exc.details and isinstance(exc.details[0], dict) else None
         await run_in_threadpool(service.settle, attempt, f"refused:{rule or exc.code}")
+        request.app.state.metrics.uploads.labels(outcome="refused").inc()
         raise
     except BaseException:
         await run_in_threadpool(service.settle, attempt, "error")
@@ -46,6 +51,7 @@ async def create_submission(request: Request, user: User = Depends(current_user)
         if upload is not None:
             upload.discard()
     await run_in_threadpool(service.settle, attempt, "accepted" if accepted.created else "duplicate")
+    request.app.state.metrics.uploads.labels(outcome="accepted" if accepted.created else "duplicate").inc()
     sub = accepted.submission
     body = {"id": sub.id, "status": service.status(sub.id)["status"], "challenge": sub.challenge,
             "duplicate": not accepted.created, "urls": service.urls(sub.id)}
@@ -87,6 +93,8 @@ LOG_POLL_S = 0.25
 
 async def deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
     """Refuse the handshake with a plain HTTP answer in the API's error shape."""
+    from intake.errors import count_refusal
+    count_refusal(websocket.app, ApiError(status, code, message))
     await websocket.send_denial_response(JSONResponse(error_body(code, message), status))
 
 

@@ -240,3 +240,54 @@ def test_an_empty_or_short_secret_key_is_refused_at_startup(tmp_path, bad):
 def test_admin_emails_are_refused_with_the_way_to_grant_admin(tmp_path):
     with pytest.raises(ValueError, match="set-admin"):
         Settings.from_env({"ARENA_HOME": str(tmp_path), "ARENA_ADMIN_EMAILS": "boss@example.org"})
+
+
+# -- Prometheus metrics -----------------------------------------------------------------------------
+def scrape(arena, token: str | None = "metrics-token") -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(f"{arena.url}/metrics", headers=headers, timeout=30)
+
+
+def sample(text: str, name: str, **labels) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def test_metrics_count_uploads_refusals_by_rule_and_the_queue(start_arena, make_zip):
+    arena = start_arena(metrics_token="metrics-token", upload_rate_limit=3, upload_rate_window_s=600,
+                        daily_quota=100, max_concurrent=10, max_request_bytes=200_000)
+    with arena.http(arena.user("alice")) as http:
+        assert upload(http, make_zip("a")).status_code == 202
+        assert upload(http, make_zip("a")).status_code == 200
+        assert upload(http, make_zip("bad", dockerfile_from="debian:12")).status_code == 422
+        assert upload(http, make_zip("b")).status_code == 429            # the rate limit
+        big = http.post("/api/v1/submissions", content=b"x" * 300_000,
+                        headers={"Content-Type": "multipart/form-data; boundary=x"})
+        assert big.status_code == 413
+    sid = next(arena.bucket.markers()).id
+    text = scrape(arena).text
+    assert sample(text, "arena_uploads_total", outcome="accepted") == 1
+    assert sample(text, "arena_uploads_total", outcome="duplicate") == 1
+    assert sample(text, "arena_uploads_total", outcome="refused") == 2
+    assert sample(text, "arena_refusals_total", rule="dockerfile.from_not_allowed", status="422") == 1
+    assert sample(text, "arena_refusals_total", rule="upload_rate_limit", status="429") == 1
+    assert sample(text, "arena_refusals_total", rule="max_request_bytes", status="413") == 1
+    assert sample(text, "arena_queue_depth", queue="cpu", status="queued") == 1
+    assert sample(text, "arena_queue_oldest_seconds", queue="cpu") >= 0
+    arena.bucket.set_status(sid, "running")
+    text = scrape(arena).text
+    assert sample(text, "arena_queue_depth", queue="cpu", status="queued") == 0
+    assert sample(text, "arena_queue_depth", queue="cpu", status="running") == 1
+
+
+def test_metrics_need_the_metrics_token(start_arena):
+    closed = start_arena()
+    assert scrape(closed).status_code == 404                          # off without ARENA_METRICS_TOKEN
+    arena = start_arena(metrics_token="metrics-token")
+    assert scrape(arena, None).status_code == 401
+    assert scrape(arena, "wrong").status_code == 401
+    assert scrape(arena).status_code == 200
