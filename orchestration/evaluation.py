@@ -74,7 +74,7 @@ def evaluate_submission(sid: str, image: dict, c: Collaborators) -> StoredEvalua
                               detail=image["error"], base_image=image.get("base_image"), devices=c.devices)
         return _store(sid, attempt, result, c, requests=[])
     c.bucket.set_status(sid, "running")
-    c.bucket.log_path(sid, "run").unlink(missing_ok=True)
+    c.bucket.clear_log(sid, "run")
     settings = settings_for(challenge, c.settings)
     workload = Workload.for_challenge(challenge, seed=c.seed(), **c.workload_overrides)
     with tempfile.TemporaryDirectory(prefix="arena-loadgen-") as tmp:
