@@ -176,10 +176,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["latency", "queue"])
     p.add_argument("--n", type=int, default=20)
+    p.add_argument("--modes", default="embedded,fleet", help="latency: which modes, in order")
     args = p.parse_args()
     print("host load before:", os.getloadavg())
     if args.what == "latency":
-        for mode in ("embedded", "fleet"):
+        for mode in args.modes.split(","):
             v = latency(mode, args.n)
             print(f"{mode:9} marker -> run STARTED over {len(v)}: p50 {pct(v, 50):.2f} s, p99 {pct(v, 99):.2f} s, "
                   f"mean {statistics.mean(v):.2f} s, max {max(v):.2f} s")
