@@ -90,8 +90,9 @@ class Embedded:
 
     def stop(self):
         import signal
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        if getattr(self, "proc", None) is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
 
 
 def fleet_for(root: Path) -> LocalFleet:
@@ -106,8 +107,8 @@ def latency(mode: str, n: int) -> list[float]:
     with tempfile.TemporaryDirectory(prefix=f"fleet-bench-{mode}-") as tmp:
         tmp = Path(tmp)
         plane = Embedded(tmp) if mode == "embedded" else fleet_for(tmp)
-        plane.start() if mode == "embedded" else plane.start(webserver=False)
         try:
+            plane.start() if mode == "embedded" else plane.start(webserver=False)
             instance = plane.instance()
             bucket = Bucket(Path(plane.env["ARENA_BUCKET_URL"][7:]))
             put(bucket, tmp)          # warm-up: code location loaded, first tick done
@@ -127,8 +128,8 @@ def queue(n: int) -> None:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-queue-") as tmp:
         tmp = Path(tmp)
         fleet = fleet_for(tmp)
-        fleet.start(webserver=False)
         try:
+            fleet.start(webserver=False)
             instance = fleet.instance()
             bucket = Bucket(Path(fleet.env["ARENA_BUCKET_URL"][7:]))
             rng = random.Random(7)

@@ -30,8 +30,8 @@ def main() -> int:
         tmp = Path(tmp)
         fleet = fleet_for(tmp)
         fleet.extra_env["ARENA_WORKER_LOST_GRACE_S"] = "10"
-        fleet.start(webserver=False)
         try:
+            fleet.start(webserver=False)
             instance = fleet.instance()
             bucket = Bucket(Path(fleet.env["ARENA_BUCKET_URL"][7:]))
             zip_file = zip_directory(ROOT / "examples" / "baseline", tmp / "baseline.zip")

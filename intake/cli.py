@@ -225,8 +225,7 @@ def cmd_prompts(args) -> int:
         raise ArenaError("not_found", str(exc.args[0])) from exc
     challenge = load_challenge(record["challenge"])
     lake = Lake(StorageSettings.from_env().lake)
-    path = lake.evaluation_dir(challenge.name, args.id) / f"attempt-{record['attempt']}.json"
-    result = _json.loads(path.read_text()) if path.is_file() else None
+    result = lake.read_result(challenge.name, args.id, record["attempt"])
     ok, digest, count, stored = verify_prompts(challenge, record, result)
     if args.show:
         from sandbox.evaluate import Workload
@@ -235,22 +234,6 @@ def cmd_prompts(args) -> int:
     print(f"submission {args.id} attempt {record['attempt']}: {count} prompts regenerated, {digest}; "
           f"stored {stored}: {'MATCH' if ok else 'MISMATCH'}", file=sys.stderr)
     return 0 if ok else 1
-
-
-def cmd_lake_sql(args) -> int:
-    from lake.config import StorageSettings
-    from lake.views import available_views, connect
-
-    con = connect(StorageSettings.from_env().lake)
-    try:
-        cursor = con.execute(args.query)
-    except Exception as exc:  # DuckDB's errors are the user's to read
-        raise ArenaError("sql", f"{exc} (views: {', '.join(available_views(con)) or 'none yet'})") from exc
-    if cursor.description is None:
-        return 0
-    headers = [d[0] for d in cursor.description]
-    print(table(headers, [list(r) for r in cursor.fetchall()]))
-    return 0
 
 
 def cmd_worker_start(args) -> int:
@@ -327,10 +310,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="the Celery worker name (default POOL-PID)")
     s.set_defaults(func=cmd_worker_start)
 
-    lake = sub.add_parser("lake", help="query the lake").add_subparsers(dest="lake_command", required=True)
-    s = lake.add_parser("sql", help="run a DuckDB query over the lake's views")
-    s.add_argument("query")
-    s.set_defaults(func=cmd_lake_sql)
+    from lake.commands import add_lake_commands
+    add_lake_commands(sub)
     return p
 
 

@@ -46,9 +46,11 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
     bucket = Bucket(StorageSettings.from_env().bucket)
     known = set(context.instance.get_dynamic_partitions(submissions_partitions.name))
     # The cursor only bounds how far back to list: a late marker (slow upload, second replica) has an
-    # id older than newer ones, so list a window behind the newest id seen rather than after it.
-    listed = list(bucket.markers(since_id=listing_floor(context.cursor)))
-    new = [m for m in listed if m.id not in known]
+    # id older than newer ones, so list a window behind the newest id seen rather than after it. The
+    # listing starts after that id (S3 StartAfter), and only markers without a partition are read.
+    keys = bucket.marker_keys(since_id=listing_floor(context.cursor))
+    listed_ids = [bucket.id_of(k) for k in keys]
+    new = list(bucket.read_markers(k for k, sid in zip(keys, listed_ids) if sid not in known))
     requests = [RunRequest(run_key=m.id, partition_key=m.id, tags=run_tags(m.id, m.queue, m.priority, m.challenge))
                 for m in new]
     for rerun in bucket.reruns():
@@ -57,7 +59,7 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
             requests.append(RunRequest(run_key=rerun["key"], partition_key=marker.id,
                                        tags=run_tags(marker.id, marker.queue, RERUN_PRIORITY, marker.challenge)
                                        | {TAG_RERUN: rerun["key"]}))
-    newest = max([m.id for m in listed] + ([context.cursor] if context.cursor else []), default=None)
+    newest = max(listed_ids + ([context.cursor] if context.cursor else []), default=None)
     return SensorResult(
         run_requests=requests, cursor=newest,
         dynamic_partitions_requests=[submissions_partitions.build_add_request([m.id for m in new])] if new else [],

@@ -43,6 +43,7 @@ class SandboxSettings:
     build_cpus: float = 1.0              # CPU quota of each RUN step, in cores
     build_disk_bytes: int = 8 << 30      # bytes a build may write into its layers (watched while it runs)
     official_images_dir: str = "/var/lib/decode-arena/official-images"   # image IDs build-images.sh recorded
+    build_wheels_dir: str = "/opt/wheels"   # the platform's own wheels, offered to requirements.txt (if present)
     nofile: int = 4096                   # open files per process in the container
     gpus: tuple[str, ...] = field(default_factory=tuple)   # GPU device ids requested explicitly
     threads: int | None = None           # threads the decoder is told to use (a challenge's [limits] threads)
@@ -68,6 +69,7 @@ class SandboxSettings:
             build_cpus=float(_env("ARENA_SANDBOX_BUILD_CPUS", "1.0")),
             build_disk_bytes=int(_env("ARENA_SANDBOX_BUILD_DISK_BYTES", str(8 << 30))),
             official_images_dir=_env("ARENA_OFFICIAL_IMAGES_DIR", "/var/lib/decode-arena/official-images"),
+            build_wheels_dir=_env("ARENA_BUILD_WHEELS_DIR", "/opt/wheels"),
             gpus=gpus,
         )
 

@@ -254,11 +254,3 @@ def parse_bytes(data: bytes, allowed: tuple[str, ...] = OFFICIAL_BASE_IMAGES) ->
                            allowed)
         return Dockerfile((), "\\", (problem,), None, None)
 
-
-def with_lines_after_from(doc_text: str, parsed: Dockerfile, extra: list[str]) -> str:
-    """The Dockerfile with `extra` instructions inserted right after its (one, checked) FROM."""
-    assert parsed.ok and parsed.from_line is not None
-    lines = doc_text.removeprefix("\ufeff").split("\n")
-    # the FROM may continue over several physical lines: insert after the last one
-    end = next(ins.end for ins in parsed.instructions if ins.keyword == "FROM")
-    return "\n".join(lines[:end] + extra + lines[end:])

@@ -59,11 +59,13 @@ def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: 
            f"{judge.reference_host_s:.2f} s")
     result = build_result(submission_id=submission_id, challenge=challenge, status=status, reason=reason,
                           detail=detail, scenario=workload.scenario, started_at=started_at, out=out, judge=judge,
-                          gpus=settings.gpus, devices=devices, image_digest=image_digest, base_image=base_image,
+                          gpus=settings.gpus,
+                          devices=devices or {"cpuset": settings.cpuset, "gpus": list(settings.gpus)}, image_digest=image_digest, base_image=base_image,
                           prompt_set=digest, prompts_sent=len(out.sent))
-    all_runs = ([out.accuracy_run] if out.accuracy_run else []) + out.warmups + out.runs
+    all_runs = ([out.accuracy_run] if out.accuracy_run else []) + out.warmups + out.discarded + out.runs
+    where = {tuple(p): (x.label, i) for x in plan.passes for i, p in enumerate(x.prompts)}
     record = {"submission_id": submission_id, "challenge": challenge, "seed": workload.seed,
-              "passes": plan.sizes(), "issued": out.issued, "prompt_set": digest,
+              "passes": plan.sizes(), "order": [list(where[p]) for p in out.sent], "prompt_set": digest,
               "prompts_sent": len(out.sent)}
     return Evaluation(result=result, requests=request_rows(all_runs, plan, judge),
                       loadgen_dirs=[r.log_dir for r in all_runs], stderr=out.stderr, container=out.exit,
@@ -72,19 +74,15 @@ def evaluate_image(image: str, *, submission_id: str, challenge: str, workload: 
 
 def regenerate_prompts(workload: Workload, record: dict) -> list[list[int]]:
     """Every prompt an evaluation sent, in send order, rebuilt from its operator record (the seed,
-    the passes in order with their sizes, and the order each pass's prompts were issued in)."""
+    the passes in order with their sizes, and (pass, index) of every prompt in send order)."""
     plan = PromptPlan(replace(workload, seed=int(record["seed"])))
     for p in record["passes"]:
         if p["label"] == "accuracy":
             plan.accuracy()
         else:
             plan.fresh(p["label"], p["count"])
-    by_label = {p.label: p for p in plan.passes}
-    sent: list[list[int]] = []
-    for p in record["passes"]:
-        prompts = by_label[p["label"]].prompts
-        sent += [prompts[i] for i in record["issued"].get(p["label"], [])]
-    return sent
+    by_label = {p.label: p.prompts for p in plan.passes}
+    return [by_label[label][i] for label, i in record["order"]]
 
 
 def verify_prompts(challenge, record: dict, result: dict | None) -> tuple[bool, str, int, str]:

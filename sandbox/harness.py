@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import json
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,8 +64,15 @@ class DecoderSession:
         #: every prompt sent in this session, in send order (an evaluation is one session)
         self.sent: list[tuple[int, ...]] = []
         self._seen: set[tuple[int, ...]] = set()
+        self._ids = 0
 
     # -- requests out ----------------------------------------------------------------------
+    def new_request_id(self) -> str:
+        """A fresh id, unique in the session, that tells the decoder nothing about the pass."""
+        with self._lock:
+            self._ids += 1
+            return f"q{self._ids:x}{secrets.token_hex(2)}"
+
     def begin(self, record: RequestRecord) -> bool:
         """Register a request about to be sent. A prompt already sent in this session is a platform
         error (the harness promised never to ask twice): the session fails and nothing is sent."""
@@ -239,7 +247,8 @@ class DecoderSUT:
     def issue_query(self, samples) -> None:
         lines = []
         for s in samples:
-            rec = RequestRecord(rid=f"{self.label}-{s.id:x}", run=self.label, index=s.index,
+            # Opaque ids: a request never says which pass it belongs to (accuracy, warm-up or timed)
+            rec = RequestRecord(rid=self.session.new_request_id(), run=self.label, index=s.index,
                                 prompt=self.prompts[s.index], max_new_tokens=self.max_new_tokens,
                                 sent_ns=time.monotonic_ns(), sample_id=s.id)
             self.records.append(rec)

@@ -160,6 +160,7 @@ class TimedRunGuard:
     split: CpuSplit
     monitor: InterferenceMonitor
     keep_cgroup: str | None = None          # the evaluation container's id: its threads stay
+    container_pid: int | None = None
     on_log: Callable[[str], None] = lambda line: None
     runs: list[dict] = field(default_factory=list)
     remeasured: int = 0
@@ -170,10 +171,11 @@ class TimedRunGuard:
                       policy: InterferencePolicy | None = None, on_log=lambda line: None) -> "TimedRunGuard":
         split = CpuSplit.of(cpuset)
         return cls(policy or InterferencePolicy.from_env(), split,
-                   InterferenceMonitor.for_pid(split.evaluation, container_pid), container_id, on_log)
+                   InterferenceMonitor.for_pid(split.evaluation, container_pid), container_id, container_pid, on_log)
 
     def measure(self, label: str, fn: Callable[[str], T]) -> tuple[T, dict]:
-        with cpus_mod.exclusive(self.split, keep_cgroup=self.keep_cgroup) as eviction:
+        with cpus_mod.exclusive(self.split, keep_cgroup=self.keep_cgroup,
+                                data_path=cpus_mod.data_path_pids(self.container_pid)) as eviction:
             before = self.monitor.snapshot()
             value = fn(label)
             after = self.monitor.snapshot()

@@ -182,7 +182,7 @@ def container_config(image: str, settings: SandboxSettings, runtime: str, model_
     cfg = dict(
         image=image, stdin_open=True, tty=False, detach=True,
         network_mode="none", cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true", f"seccomp={seccomp_profile()}"],
+        security_opt=["no-new-privileges:true", f"seccomp={seccomp_profile(runtime)}"],
         user=settings.user, read_only=True,
         tmpfs=tmpfs,
         mem_limit=settings.memory_bytes, memswap_limit=settings.memory_bytes,

@@ -39,8 +39,8 @@ class SessionOutcome:
     stderr: str = ""
     telemetry: object | None = None
     sent: list[tuple[int, ...]] = field(default_factory=list)   # every prompt, in send order
-    issued: dict[str, list[int]] = field(default_factory=dict)   # pass label -> prompt indices in send order
     interference: dict | None = None      # measurement.interference (sandbox/interference.py)
+    discarded: list[ScenarioRun] = field(default_factory=list)   # timed runs re-measured: sent, never scored
 
 
 def run_session(image: str, submission_id: str, workload: Workload, plan: PromptPlan, model_dir: Path | None,
@@ -87,7 +87,7 @@ def run_session(image: str, submission_id: str, workload: Workload, plan: Prompt
                 guard = TimedRunGuard.for_container(settings.cpuset, box.container.id, box.pid(),
                                                     on_log=on_log) if settings.cpuset else None
                 out.warmups, out.runs = timed_runs(session, box, workload, plan, log_root, on_log,
-                                                   out.accuracy_run, guard)
+                                                   out.accuracy_run, guard, out.discarded)
                 out.interference = guard.report() if guard else None
         finally:
             deadline.cancel()
@@ -106,16 +106,16 @@ def run_session(image: str, submission_id: str, workload: Workload, plan: Prompt
                     on_log(f"[arena] telemetry did not stop cleanly: {exc}")
     out.error, out.error_kind = session.error, session.error_kind
     out.sent = list(session.sent)
-    for run in ([out.accuracy_run] if out.accuracy_run else []) + out.warmups + out.runs:
-        out.issued[run.label] = [r.index for r in run.records]   # records are kept in send order
     return out
 
 
 def timed_runs(session: DecoderSession, box, workload: Workload, plan: PromptPlan, log_root: Path,
                on_log, accuracy_run: ScenarioRun,
-               guard: TimedRunGuard | None = None) -> tuple[list[ScenarioRun], list[ScenarioRun]]:
+               guard: TimedRunGuard | None = None, discarded: list[ScenarioRun] | None = None
+               ) -> tuple[list[ScenarioRun], list[ScenarioRun]]:
     """The timed part of a session, in one place: size LoadGen from the accuracy pass, warm up, then
-    `repeats` timed runs with a cool-down before each. Every run draws fresh prompts from the plan."""
+    `repeats` timed runs with a cool-down before each. Every run draws fresh prompts from the plan;
+    a run the guard re-measures goes to `discarded` (its prompts were sent: the audit trail keeps it)."""
     done = [r for r in accuracy_run.records if r.done_ns]
     span_s = (max(r.done_ns for r in done) - min(r.sent_ns for r in done)) / 1e9 if done else 1.0
     qps = len(done) / span_s if span_s > 0 else 1.0
@@ -132,9 +132,13 @@ def timed_runs(session: DecoderSession, box, workload: Workload, plan: PromptPla
         return warmups, runs
     for i in range(1, workload.repeats + 1):
         time.sleep(workload.cooldown_s)
-        timed = lambda label: timed_run(session, box, workload, plan, label, load, log_root)  # noqa: E731
+        made: list[ScenarioRun] = []
+        timed = lambda label: made.append(timed_run(session, box, workload, plan, label, load, log_root)) \
+            or made[-1]  # noqa: E731
         # exclusive evaluation CPUs, interference measured, a disturbed run re-measured (interference.py)
         run = guard.run(f"perf-{i}", timed, lambda: bool(session.error)) if guard else timed(f"perf-{i}")
+        if discarded is not None:
+            discarded += [m for m in made if m is not run]
         if session.error:
             return warmups, runs
         tps = run.loadgen.get("result_tokens_per_second")

@@ -17,13 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from challenges.interfaces import Judgement
 from lake.results import empty_metrics
 from lake.vocabulary import utc_iso
 from sandbox import __version__ as HARNESS_VERSION
+from sandbox.gpu import gpu_isolation
 from sandbox.harness import RequestRecord, ScenarioRun
 from sandbox.workload import PromptPlan, Workload
 
 _random = random.SystemRandom()
+#: timed outputs judged per reference call while auditing
+AUDIT_CHUNK = 256
 
 
 @dataclass
@@ -68,17 +72,27 @@ class Judge:
         return self.accuracy_passed
 
     def audit_timed(self, runs: list[ScenarioRun]) -> bool:
-        """Judge `audit_fraction` of the timed outputs (all where it is 1); True when they pass."""
+        """Judge `audit_fraction` of the timed outputs (all where it is 1), in random order and in
+        chunks; True when they pass. Judging stops as soon as the verdict cannot be a pass even if
+        every output left were perfect, so a decoder that answers fast garbage cannot make the host
+        spend minutes on references."""
         records = [r for run in runs for r in run.records]
         fraction = self.workload.audit_fraction
         if not records:
             self.audit = {"fraction": fraction, "judged": 0, "passed": None}
             return True
         k = len(records) if fraction >= 1 else max(1, math.ceil(fraction * len(records)))
-        sample = records if k == len(records) else _random.sample(records, k)
-        verdict = self.workload.gate.verdict(self._judge(sample))
-        self.audit = {"fraction": fraction, "judged": len(sample), "passed": bool(verdict.passed),
-                      "accuracy": verdict.accuracy, "detail": verdict.detail}
+        sample = _random.sample(records, k)
+        gate, n = self.workload.gate, self.workload.max_new_tokens
+        judgements: list = []
+        for start in range(0, len(sample), AUDIT_CHUNK):
+            judgements += self._judge(sample[start:start + AUDIT_CHUNK])
+            left = len(sample) - len(judgements)
+            if left and not gate.verdict(judgements + [Judgement(scored=n, passed=n, top1=n)] * left).passed:
+                break     # failed whatever the rest holds
+        verdict = gate.verdict(judgements)
+        self.audit = {"fraction": fraction, "judged": len(judgements), "passed": bool(verdict.passed),
+                      "accuracy": verdict.accuracy, "detail": verdict.detail, "drawn": len(sample)}
         return verdict.passed
 
 
@@ -159,13 +173,6 @@ def telemetry_window(summary, runs: list[ScenarioRun]) -> dict:
     return window
 
 
-def gpu_isolation(runtime: str | None, gpus) -> str | None:
-    """How the container reached its GPUs (README, "GPU hosts"); None without a GPU."""
-    if not gpus or runtime is None:
-        return None
-    return "runsc-nvproxy" if runtime == "runsc" else "runc-hardened"
-
-
 def loadgen_version() -> str:
     from importlib.metadata import version
     try:
@@ -218,8 +225,8 @@ def build_result(*, submission_id: str, challenge: str, status: str, reason: str
         "schema_version": 1, "submission_id": submission_id, "challenge": challenge,
         "status": status, "reason": reason, "metrics": metrics, "measurement": measurement,
         "environment": {"runtime": runtime, "image_digest": image_digest, "base_image": base_image,
-                        "gpu": ",".join(gpus) or None, "gpu_isolation": gpu_isolation(runtime, gpus),
-                        "devices": devices, "host": platform.node(), "harness_version": HARNESS_VERSION},
+                        "gpu": ",".join(gpus) or None, "gpu_isolation": gpu_isolation(runtime, gpus) if runtime else None,
+                        "devices": devices or {"cpuset": None, "gpus": list(gpus)}, "host": platform.node(), "harness_version": HARNESS_VERSION},
         "started_at": started_at or now, "finished_at": now,
     }
 

@@ -37,6 +37,7 @@ def main() -> int:
         "ARENA_BUCKET_URL": f"file://{root}/bucket", "ARENA_LAKE_URL": f"file://{root}/lake",
         "ARENA_DATABASE_URL": f"sqlite:///{root}/arena.db", "ARENA_PORT": str(port),
         "ARENA_URL": f"http://127.0.0.1:{port}", "ARENA_POOLS_FILE": str(ROOT / "pools.toml")})
+    fleet.extra_env["ARENA_DAGSTER_PORT"] = str(fleet.web_port)
     print(f"starting the fleet in {root} (PostgreSQL database {fleet.db_name}, Redis DB {args.redis_db}) ...")
     started = time.monotonic()
     try:

@@ -116,3 +116,19 @@ def test_the_guard_remeasures_a_run_disturbed_once(monkeypatch):
     if guard.disturbed and all((r["eviction"] or {}).get("unmovable_threads") for r in guard.runs[1:]):
         pytest.skip(f"another task pinned to the evaluation CPU (another evaluation) kept it busy: {guard.runs}")
     assert not guard.disturbed
+
+
+@needs_two_cpus
+@pytest.mark.skipif(not isolation_available(), reason="needs root and scripts/setup-cpus.sh")
+def test_the_data_path_runs_first_in_line_during_a_timed_run_and_is_restored():
+    split = cpus.CpuSplit.of(str(eval_cpu()))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert os.getpid() in cpus.data_path_pids(None)
+        with cpus.exclusive(split, data_path={proc.pid}) as ev:
+            assert os.getpriority(os.PRIO_PROCESS, proc.pid) == cpus.DATA_PATH_NICE
+            assert ev.boosted_threads >= 1
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -33,7 +33,8 @@ def run(images, tmp_path, on_log=lambda line: None, n=0):
     return evaluate_image(images("decoders/calibrated"), submission_id=f"interf-{SESSION}-{n}",
                           challenge="efficient-decode", workload=calibrated_workload(repeats=2, min_duration_ms=1000),
                           model_dir=None, settings=BATTERY.with_(runtime=default_runtime()),
-                          log_root=tmp_path / f"eval-{n}", on_log=on_log)
+                          log_root=tmp_path / f"eval-{n}", on_log=on_log,
+                          devices={"cpuset": BATTERY.cpuset, "gpus": []})
 
 
 def host_noise(runs: list[dict]) -> str | None:
@@ -70,9 +71,13 @@ def test_a_busy_container_alone_is_not_foreign_work(images):
                 time.sleep(1.5)
                 f = monitor.figures(a, monitor.snapshot())
             seen.append((f, ev.as_dict() if ev else None))
+            if ev and ev.unmovable:                    # another evaluation pinned there: not quiet
+                continue
             assert f["own_fraction"] > 0.6, f          # the container had the CPU
             if f["foreign_fraction"] < THRESHOLD:
                 return
+        if all(ev and ev["unmovable_threads"] for _, ev in seen):
+            pytest.skip(f"another task pinned to the evaluation CPU (another evaluation) shared it: {seen}")
         pytest.fail(f"the busy container's windows all counted foreign work: {seen}")
     finally:
         try:
