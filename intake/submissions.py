@@ -148,11 +148,10 @@ class Submissions:
                            {"Retry-After": str(CONCURRENCY_RETRY_S)})
 
     def _withdraw(self, sub: Submission) -> None:
-        """Undo a half-written hand-over (marker first: the sensor must not see a marker without a zip)."""
-        for path in (self.bucket.marker_path(sub.challenge, sub.id), self.bucket.zip_path(sub.challenge, sub.id),
-                     self.bucket.status_path(sub.id),
-                     self.lake.submissions_dir(sub.challenge) / f"{sub.id}.parquet"):
-            path.unlink(missing_ok=True)
+        """Undo a half-written hand-over (the bucket removes the marker first: the sensor must not see a
+        marker without a zip), and the lake's row."""
+        self.bucket.withdraw(sub.challenge, sub.id)
+        self.lake.delete_submission(sub.challenge, sub.id)
 
     # -- reading ---------------------------------------------------------------------------
     def visible(self, session: Session, user: User, sid: str) -> Submission:
