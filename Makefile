@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export ARENA_HOME ?= $(CURDIR)/.arena
 export DAGSTER_HOME ?= $(ARENA_HOME)/dagster
 
-.PHONY: setup venv engine images images-gpu models browser up down status demo test test-fast clean
+.PHONY: setup venv engine images images-gpu models browser up down status demo fleet-demo worker test test-fast clean
 
 setup: venv engine images models ## venv, Docker engine with gVisor, official base images, pinned models (idempotent)
 
@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 engine:
 	@bash scripts/setup-engine.sh
+	@bash scripts/setup-cpus.sh
 
 images: engine
 	@bash scripts/build-images.sh
@@ -45,6 +46,13 @@ status:
 
 demo: up ## submit the examples, wait for their scores, print the leaderboard and the URLs
 	@$(PY) scripts/demo.py
+
+fleet-demo: setup ## the platform as a fleet on this machine: PostgreSQL, Redis, S3 (moto), two workers; the demo through them
+	@$(PY) scripts/fleet_demo.py
+
+worker: ## fleet mode: start the pools file's worker WORKER=name on this host (see README "Fleet")
+	@test -n "$(WORKER)" || { echo "usage: make worker WORKER=<name from pools.toml>"; exit 2; }
+	ARENA_DAGSTER_MODE=fleet $(VENV)/bin/arena worker start --worker $(WORKER)
 
 test: setup browser ## the whole suite, end-to-end tests included
 	$(PY) -m pytest -ra

@@ -65,7 +65,7 @@ def main() -> int:
         port = sock.getsockname()[1]
         settings = Settings(home=home, bucket=home / "bucket", lake=home / "lake",
                             database_url=args.database_url or f"sqlite:///{home / 'arena.db'}",
-                            secret_key="bench", port=port, public_url=f"http://127.0.0.1:{port}",
+                            secret_key="bench-" + "x" * 32, port=port, public_url=f"http://127.0.0.1:{port}",
                             daily_quota=10 * args.n, max_concurrent=10 * args.n)
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

@@ -31,7 +31,7 @@ def main(n: int) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = challenge.model_dir(Path(tmp) / "models")
-            workload = Workload.for_challenge(challenge, private_seed=20240601)
+            workload = Workload.for_challenge(challenge, seed=20240601)
             print(f"{'eval':>4} {'tokens/s':>9} {'runs':>28} {'in-eval CV':>10} valid runtime")
             for i in range(1, n + 1):
                 ev = evaluate_image(tag, submission_id=f"noise-{i}", challenge=challenge.name,

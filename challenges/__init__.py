@@ -1,139 +1,105 @@
-"""Challenge registry: specs, reference model, prompts and reference outputs.
+"""Challenge registry: each challenge is a directory ``challenges/<name>/`` with ``challenge.toml``.
 
-Each challenge is a directory ``challenges/<name>/`` holding ``challenge.toml`` (the spec),
-``prompts.json`` (public prompts) and ``reference.json`` (their greedy outputs). This package imports
-nothing from intake/, orchestration/ or Dagster: the harness and the front-ends call into it.
+The spec is parsed once into a typed ``ChallengeSpec`` (challenges/spec.py); its model, prompt source
+and gate are built by kind (challenges/registry.py) and reached through the interfaces of
+challenges/interfaces.py. This package imports nothing from intake/, orchestration/ or Dagster: the
+harness and the front-ends call into it.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import tomllib
-from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-
-from challenges import tiny_model
-from challenges.prompts import generate_prompts
+from challenges import registry, tiny_model
+from challenges.spec import ChallengeSpec, ChallengeSpecError, load_spec
 
 CHALLENGES_ROOT = Path(__file__).resolve().parent
 SPEC_FILE = "challenge.toml"
 
 
-@dataclass(frozen=True)
 class Challenge:
-    name: str
-    root: Path
-    spec: dict = field(hash=False)
-    max_new_tokens: int
-    accuracy_threshold: float
-    allowed_base_images: tuple[str, ...]
-    # Derived from the spec; kept out of equality and repr.
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    """One challenge: its typed spec and its parts (model, prompts, gate), built lazily."""
+
+    def __init__(self, root: Path, spec: ChallengeSpec):
+        self.root, self.spec, self.name = Path(root), spec, spec.name
+        # build the parts now: a spec whose kinds are unknown or whose tables are wrong is refused at load
+        self.model, self.gate = registry.build_model(spec, self.root), registry.build_gate(spec, self.root)
+        self.prompts = registry.build_prompts(spec, self.root, self.model)
+        context, longest = getattr(self.model, "context", None), getattr(self.prompts, "max_len", None)
+        if context and longest and longest + spec.workload.max_new_tokens > context:
+            raise ChallengeSpecError(f"{self.root / SPEC_FILE}: prompt_max_len {longest} + max_new_tokens "
+                                     f"{spec.workload.max_new_tokens} exceeds the context {context}")
 
     @classmethod
     def from_dir(cls, root: Path) -> "Challenge":
-        spec = tomllib.loads((root / SPEC_FILE).read_text())
-        workload = spec["workload"]
-        cfg = tiny_model.ModelConfig.from_spec(spec["model"])
-        if workload["prompt_max_len"] + workload["max_new_tokens"] > cfg.context:
-            raise ValueError(f"{root / SPEC_FILE}: prompt_max_len {workload['prompt_max_len']} + "
-                             f"max_new_tokens {workload['max_new_tokens']} exceeds the context {cfg.context}")
-        return cls(name=spec["name"], root=root, spec=spec,
-                   max_new_tokens=int(workload["max_new_tokens"]),
-                   accuracy_threshold=float(spec["scoring"]["accuracy_threshold"]),
-                   allowed_base_images=tuple(spec["submission"]["allowed_base_images"]))
+        return cls(root, load_spec(Path(root) / SPEC_FILE))
 
-    # ---- the model ----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"Challenge({self.name!r})"
+
+    # ---- what the platform reads -----------------------------------------------------------------
+    @property
+    def max_new_tokens(self) -> int:
+        return self.spec.workload.max_new_tokens
 
     @property
-    def model_config(self) -> tiny_model.ModelConfig:
-        return tiny_model.ModelConfig.from_spec(self.spec["model"])
+    def accuracy_threshold(self) -> float:
+        return self.spec.gate.threshold
 
-    def weights(self) -> dict[str, np.ndarray]:
-        if "weights" not in self._cache:
-            self._cache["weights"] = tiny_model.make_weights(self.model_config.seed, self.model_config)
-        return self._cache["weights"]
+    @property
+    def allowed_base_images(self) -> tuple[str, ...]:
+        return self.spec.base_images
+
+    @property
+    def queue(self) -> str:
+        return self.spec.queue
+
+    @property
+    def limits(self):
+        return self.spec.limits
 
     def model_dir(self, cache_root: Path) -> Path:
-        """``cache_root/<name>/`` holding weights.npz and config.json, written once and atomically.
+        """The directory mounted read-only at /arena/model (written once under ``cache_root``)."""
+        return self.model.materialize(Path(cache_root))
 
-        The directory is what containers see read-only at /arena/model. A directory left by an older
-        spec (different config.json) is replaced; concurrent callers may race, the loser's copy is
-        dropped since both are identical.
-        """
-        target = Path(cache_root) / self.name
-        config = self.model_config.to_json()
-        if _read_json(target / "config.json") == config and (target / "weights.npz").is_file():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=target.parent))
-        try:
-            tiny_model.save_weights(self.weights(), tmp / "weights.npz")
-            tiny_model.save_config(self.model_config, tmp / "config.json")
-            for f in tmp.iterdir():
-                f.chmod(0o644)
-            tmp.chmod(0o755)  # mkdtemp makes 0700; the container user is not the host user
-            if target.exists():
-                stale = target.with_name(f".{self.name}.stale.{os.getpid()}")
-                os.replace(target, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                if _read_json(target / "config.json") != config:  # not a racing twin: a real failure
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
-
-    # ---- prompts and references ---------------------------------------------------------------
-
+    # ---- prompts and references ------------------------------------------------------------------
     def public_prompts(self) -> list[list[int]]:
-        return json.loads((self.root / "prompts.json").read_text())["prompts"]
+        return self.prompts.public()
 
-    def public_reference(self) -> list[list[int]]:
-        return json.loads((self.root / "reference.json").read_text())["outputs"]
-
-    def private_prompts(self, seed: int) -> list[list[int]]:
-        """The private prompts of one evaluation: a deterministic function of the secret seed."""
-        w = self.spec["workload"]
-        return generate_prompts(seed, int(w["private_prompts"]), int(w["prompt_min_len"]),
-                                int(w["prompt_max_len"]), stream=f"private:{self.name}")
-
-    def generate_public_prompts(self) -> list[list[int]]:
-        """What prompts.json holds; used by ``python -m challenges.generate_reference``."""
-        w = self.spec["workload"]
-        return generate_prompts(int(w["public_seed"]), int(w["public_prompts"]), int(w["prompt_min_len"]),
-                                int(w["prompt_max_len"]), stream=f"public:{self.name}")
-
-    def performance_prompts(self, seed: int) -> list[list[int]]:
-        """The prompts of the timed passes: the sets named by ``workload.performance_set``."""
-        sets = {"public": self.public_prompts, "private": lambda: self.private_prompts(seed)}
-        return [p for name in self.spec["workload"]["performance_set"] for p in sets[name]()]
+    def private_prompts(self, seed: int, count: int | None = None) -> list[list[int]]:
+        """Private prompts from a secret seed (the accuracy pass's count unless given)."""
+        return self.prompts.private(seed, self.spec.workload.private_prompts if count is None else count)
 
     def reference(self, prompts: list[list[int]]) -> list[list[int]]:
-        """Host-side greedy outputs of the reference model, ``max_new_tokens`` per prompt."""
-        weights, cfg = self.weights(), self.model_config
-        return [tiny_model.reference_generate(weights, p, self.max_new_tokens, cfg) for p in prompts]
+        """Host-side greedy outputs of the reference model, ``max_new_tokens`` per prompt, batched."""
+        return self.model.greedy(prompts, self.max_new_tokens)
 
+    # ---- the tiny challenge's extras (tests, generate_reference) --------------------------------
+    def public_reference(self) -> list[list[int]]:
+        return self.prompts.public_reference()
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    def generate_public_prompts(self) -> list[list[int]]:
+        return self.prompts.generate_public()
+
+    @cached_property
+    def model_config(self) -> tiny_model.ModelConfig:
+        return self.model.config
+
+    def weights(self):
+        return self.model.weights()
 
 
 def challenge_names() -> list[str]:
     return sorted(p.parent.name for p in CHALLENGES_ROOT.glob(f"*/{SPEC_FILE}"))
 
 
+_loaded: dict[str, Challenge] = {}
+
+
 def load_challenge(name: str) -> Challenge:
-    """The challenge called ``name``; KeyError listing the known names otherwise."""
+    """The challenge called ``name`` (one object per process); KeyError listing the known names otherwise."""
     if name not in challenge_names():
         raise KeyError(f"unknown challenge {name!r}; known challenges: {', '.join(challenge_names()) or 'none'}")
-    return Challenge.from_dir(CHALLENGES_ROOT / name)
+    if name not in _loaded:
+        _loaded[name] = Challenge.from_dir(CHALLENGES_ROOT / name)
+    return _loaded[name]

@@ -26,7 +26,7 @@ def dump_rows(header: dict, key: str, rows: list[list[int]]) -> str:
 
 def prompts_document(challenge: Challenge) -> str:
     prompts = challenge.generate_public_prompts()
-    return dump_rows({"challenge": challenge.name, "seed": challenge.spec["workload"]["public_seed"]},
+    return dump_rows({"challenge": challenge.name, "seed": challenge.prompts.public_seed},
                      "prompts", prompts)
 
 

@@ -80,3 +80,65 @@ def generate_prompts(seed: int, count: int, min_len: int, max_len: int, stream: 
     rng = np.random.default_rng([stream_id, seed])
     lengths = rng.integers(min_len, max_len + 1, size=count)
     return [list(english_text(rng, int(n))) for n in lengths]
+
+
+#: draws allowed per wanted prompt before giving up (duplicates and public twins are redrawn)
+MAX_DRAWS_PER_PROMPT = 50
+
+
+class EnglishBytePrompts:
+    """PromptSource kind ``english-bytes``: byte-level prompts of English-like text (the tiny challenge).
+
+        [prompts]
+        kind = "english-bytes"
+        public = "prompts.json"        # the committed public prompts (public_seed)
+        reference = "reference.json"   # their reference outputs
+        public_seed = 1
+        prompt_min_len = 16
+        prompt_max_len = 64
+    """
+
+    kind = "english-bytes"
+
+    def __init__(self, spec, root):
+        from pathlib import Path
+
+        from challenges.spec import Fields
+        f = Fields(spec.prompts.table, f"{Path(root) / 'challenge.toml'} [prompts]")
+        self.public_file = Path(root) / f.str("public", "prompts.json")
+        self.reference_file = Path(root) / f.str("reference", "reference.json")
+        self.public_seed = f.int("public_seed", 1)
+        self.min_len = f.int("prompt_min_len", minimum=1)
+        self.max_len = f.int("prompt_max_len", minimum=1)
+        f.done()
+        if self.max_len < self.min_len:
+            raise ValueError(f"{root}/challenge.toml [prompts]: prompt_max_len {self.max_len} < "
+                             f"prompt_min_len {self.min_len}")
+        self.name, self.public_count = spec.name, spec.workload.public_prompts
+
+    def public(self) -> list[list[int]]:
+        import json
+        return json.loads(self.public_file.read_text())["prompts"]
+
+    def public_reference(self) -> list[list[int]]:
+        import json
+        return json.loads(self.reference_file.read_text())["outputs"]
+
+    def generate_public(self) -> list[list[int]]:
+        return generate_prompts(self.public_seed, self.public_count, self.min_len, self.max_len,
+                                stream=f"public:{self.name}")
+
+    def private(self, seed: int, count: int) -> list[list[int]]:
+        """``count`` distinct prompts from the secret ``seed``, none equal to a public one; deterministic."""
+        seen = set(map(tuple, self.public()))
+        out: list[list[int]] = []
+        for attempt in range(MAX_DRAWS_PER_PROMPT):
+            # a fresh stream per attempt: only the shortfall is drawn again
+            for p in generate_prompts(seed, count - len(out) if attempt else count, self.min_len, self.max_len,
+                                      stream=f"private:{self.name}" + (f":{attempt}" if attempt else "")):
+                if tuple(p) not in seen:
+                    seen.add(tuple(p))
+                    out.append(p)
+            if len(out) == count:
+                return out
+        raise ValueError(f"the prompt generator gave only {len(out)} distinct prompts of the {count} asked for")

@@ -189,3 +189,142 @@ def single_threaded_blas() -> contextlib.AbstractContextManager:
     """The model's matrices are tiny: BLAS threads only add overhead, and on a busy host (a submission
     being measured next door) they spin against each other, making the reference many times slower."""
     return threadpool_limits(1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+
+
+def reference_generate_batch(weights: dict[str, np.ndarray], prompts, max_new_tokens: int,
+                             cfg: ModelConfig) -> list[list[int]]:
+    """Greedy decoding of many prompts at once with a KV cache: what the host runs for every timed
+    output. Rows keep their own positions (learned position embeddings: no left padding); a row
+    attends to its own keys only. Equal to ``reference_generate`` token for token (pinned by tests:
+    the model's logits are spread too widely for float32 reordering to flip an argmax)."""
+    if not prompts:
+        return []
+    d, h = cfg.d_model, cfg.n_heads
+    hd = d // h
+    lengths = np.array([len(p) for p in prompts])
+    assert lengths.min() > 0, "the prompt must not be empty"
+    total = int(lengths.max()) + max_new_tokens
+    assert total <= cfg.context, f"prompt of {lengths.max()} + {max_new_tokens} new tokens exceeds the context"
+    b = len(prompts)
+    tokens = np.zeros((b, total), dtype=np.int64)
+    for i, p in enumerate(prompts):
+        tokens[i, :len(p)] = p
+    keys = [np.zeros((b, h, total, hd), np.float32) for _ in range(cfg.n_layers)]
+    values = [np.zeros((b, h, total, hd), np.float32) for _ in range(cfg.n_layers)]
+    rows = np.arange(b)
+    out = np.zeros((b, max_new_tokens), dtype=np.int64)
+    scale = np.float32(np.sqrt(hd))
+
+    def run(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Positions [start, stop) of every row through the blocks; x is (b, stop-start, d)."""
+        n = stop - start
+        for i in range(cfg.n_layers):
+            p = f"l{i}."
+            a = _layer_norm(x, weights[p + "ln1_g"], weights[p + "ln1_b"], cfg.layer_norm_eps)
+            qkv = a @ weights[p + "attn_qkv_w"] + weights[p + "attn_qkv_b"]
+            q, k, v = (qkv[..., j * d:(j + 1) * d].reshape(b, n, h, hd).transpose(0, 2, 1, 3) for j in range(3))
+            keys[i][:, :, start:stop], values[i][:, :, start:stop] = k, v
+            scores = q @ keys[i][:, :, :stop].transpose(0, 1, 3, 2) / scale          # (b, h, n, stop)
+            qpos = np.arange(start, stop)[:, None]
+            scores = np.where(np.arange(stop)[None, :] > qpos, np.float32(-np.inf), scores)
+            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            att = scores / scores.sum(axis=-1, keepdims=True)
+            y = (att @ values[i][:, :, :stop]).transpose(0, 2, 1, 3).reshape(b, n, d)
+            x = x + y @ weights[p + "attn_out_w"] + weights[p + "attn_out_b"]
+            a = _layer_norm(x, weights[p + "ln2_g"], weights[p + "ln2_b"], cfg.layer_norm_eps)
+            x = x + _gelu(a @ weights[p + "mlp_in_w"] + weights[p + "mlp_in_b"]) @ weights[p + "mlp_out_w"] \
+                + weights[p + "mlp_out_b"]
+        return _layer_norm(x, weights["lnf_g"], weights["lnf_b"], cfg.layer_norm_eps)
+
+    with single_threaded_blas():
+        # Every row is fed one position at a time from 0 to the end: row i reads its prompt up to
+        # lengths[i], then its own greedy tokens; a row's future positions never reach its past.
+        shortest = int(lengths.min())
+        x = weights["wte"][tokens[:, :shortest]] + weights["wpe"][:shortest]
+        hidden = run(x, 0, shortest)[:, -1]
+        for pos in range(shortest, total):
+            logits = hidden @ weights["head_w"] + weights["head_b"]
+            step = pos - lengths                         # the output index each row is producing
+            emitting = (step >= 0) & (step < max_new_tokens)
+            choice = logits.argmax(axis=-1)
+            out[rows[emitting], step[emitting]] = choice[emitting]
+            tokens[emitting, pos] = choice[emitting]
+            if pos + 1 >= total or (step >= max_new_tokens - 1).all():
+                break
+            x = weights["wte"][tokens[:, pos]][:, None] + weights["wpe"][pos]
+            hidden = run(x, pos, pos + 1)[:, -1]
+    return out.tolist()
+
+
+class TinyModel:
+    """ReferenceModel kind ``tiny``: the model above, from the ``[model]`` table of challenge.toml."""
+
+    kind = "tiny"
+
+    def __init__(self, spec, root: Path):
+        from challenges.spec import Fields
+        f = Fields(spec.model.table, f"{Path(root) / 'challenge.toml'} [model]")
+        known = {name: f.int(name, None) for name in ("seed", "vocab_size", "d_model", "n_layers", "n_heads",
+                                                     "d_mlp", "context")}
+        f.done()
+        if known["seed"] is None:
+            raise ValueError(f"{Path(root) / 'challenge.toml'} [model]: `seed` is required")
+        self.config = ModelConfig(**{k: v for k, v in known.items() if v is not None})
+        self.name = spec.name
+        self._weights: dict[str, np.ndarray] | None = None
+
+    @property
+    def context(self) -> int:
+        return self.config.context
+
+    def weights(self) -> dict[str, np.ndarray]:
+        if self._weights is None:
+            self._weights = make_weights(self.config.seed, self.config)
+        return self._weights
+
+    def greedy(self, prompts, max_new_tokens: int) -> list[list[int]]:
+        return reference_generate_batch(self.weights(), prompts, max_new_tokens, self.config)
+
+    def teacher_forced(self, prompts, continuations):
+        raise NotImplementedError("the tiny challenge's gate is exact match; it needs greedy outputs only")
+
+    def materialize(self, cache_root: Path) -> Path:
+        """``cache_root/<challenge>/`` holding weights.npz and config.json, written once and atomically.
+
+        The directory is what containers see read-only at /arena/model. A directory left by an older
+        spec (different config.json) is replaced; concurrent callers may race, the loser's copy is
+        dropped since both are identical."""
+        import os
+        import shutil
+        import tempfile
+        target = Path(cache_root) / self.name
+        config = self.config.to_json()
+        if _read_json(target / "config.json") == config and (target / "weights.npz").is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=target.parent))
+        try:
+            save_weights(self.weights(), tmp / "weights.npz")
+            save_config(self.config, tmp / "config.json")
+            for f in tmp.iterdir():
+                f.chmod(0o644)
+            tmp.chmod(0o755)  # mkdtemp makes 0700; the container user is not the host user
+            if target.exists():
+                stale = target.with_name(f".{self.name}.stale.{os.getpid()}")
+                os.replace(target, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if _read_json(target / "config.json") != config:  # not a racing twin: a real failure
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -96,6 +96,14 @@ def evaluations() -> pd.DataFrame:
     return df
 
 
+def submission_owner(sid: str) -> str | None:
+    """Who submitted ``sid``, from the lake's submissions table (None: no such submission)."""
+    if not has("submissions"):
+        return None
+    found = query('SELECT "user" FROM submissions WHERE id = $s LIMIT 1', {"s": sid})
+    return None if found.empty else str(found["user"].iloc[0])
+
+
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def result(challenge: str, sid: str) -> dict | None:
     """The result JSON of the latest evaluation of a submission."""

@@ -7,7 +7,10 @@ from intake.config import Settings
 
 def main() -> None:
     settings = Settings.from_env()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, proxy_headers=True)
+    # h11 with a bounded incomplete event: request line and headers beyond ARENA_MAX_HEADER_BYTES are
+    # refused by the server before they are held in memory.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, proxy_headers=True,
+                http="h11", h11_max_incomplete_event_size=settings.max_header_bytes)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ from intake.config import Settings
 from intake.db import Database
 from intake.errors import install_error_handlers
 from intake.oauth import build_oauth
+from intake.limits import BodyLimit
+from intake.metrics import IntakeMetrics
 from intake.routes import admin, health, leaderboard, submissions, web
+from intake.sessions import COOKIE as SESSION_COOKIE
 from intake.submissions import Submissions
 
 
@@ -41,8 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.submissions = Submissions(settings, db)
-    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="arena_session",
-                       same_site="lax", https_only=settings.public_url.startswith("https"))
+    app.state.metrics = IntakeMetrics(settings.bucket)  # GET /metrics (ARENA_METRICS_TOKEN)
+    app.state.ws_open = {}  # user id -> log sockets open in this process (ARENA_WS_PER_USER)
+    app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=SESSION_COOKIE,
+                       max_age=settings.session_max_age_s, same_site="lax",
+                       https_only=settings.public_url.startswith("https"))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, max_header_bytes=settings.max_header_bytes)
     install_error_handlers(app)
     for module in (submissions, leaderboard, admin, health):
         app.include_router(module.router)

@@ -1,4 +1,5 @@
-"""Who is calling: a Bearer API token, a `?token=` query parameter (WebSockets), or the web session.
+"""Who is calling: a Bearer API token, a `?token=` query parameter (WebSockets), or the web session
+(a server-side session named by the signed cookie, ``intake.sessions``).
 
 Requests authenticated by the session cookie that change something must also carry the CSRF token
 (header `X-CSRF-Token` or form field `csrf_token`), see ``intake.csrf``.
@@ -11,6 +12,7 @@ from starlette.requests import HTTPConnection
 from intake.errors import ApiError
 from intake.models import User
 from intake.security import user_for_token
+from intake.sessions import SESSION_KEY, user_for_key
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -32,9 +34,10 @@ def resolve_user(conn: HTTPConnection) -> tuple[User | None, str]:
             user = user_for_token(session, token)
             session.commit()
             return user, "token"
-        user_id = conn.session.get("user_id") if "session" in conn.scope else None
-        if user_id is not None:
-            return session.get(User, user_id), "session"
+        key = conn.session.get(SESSION_KEY) if "session" in conn.scope else None
+        if key is not None:
+            user = user_for_key(session, key)
+            return user, ("session" if user is not None else "")
     return None, ""
 
 

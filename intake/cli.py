@@ -171,10 +171,88 @@ def cmd_create_user(args) -> int:
     return 0
 
 
+def cmd_set_admin(args) -> int:
+    """Grant (or with --revoke take back) admin: the only way besides `create-user --admin`; an e-mail
+    address never makes an admin."""
+    from sqlalchemy import select
+
+    from intake.config import Settings
+    from intake.db import Database
+    from intake.models import User
+
+    db = Database(Settings.from_env().database_url)
+    db.migrate()
+    try:
+        with db.session() as session, session.begin():
+            user = session.scalar(select(User).where(User.name == args.name))
+            if user is None:
+                raise ArenaError("not_found", f"no user {args.name!r} (users appear at their first login)")
+            user.is_admin = not args.revoke
+    finally:
+        db.dispose()
+    print(f"{args.name} is {'no longer ' if args.revoke else ''}an admin")
+    return 0
+
+
+def add_set_admin(admin) -> None:
+    s = admin.add_parser("set-admin", help="make a user an admin (--revoke: take it back)")
+    s.add_argument("name", help="the user's name, as shown after they log in")
+    s.add_argument("--revoke", action="store_true")
+    s.set_defaults(func=cmd_set_admin)
+
+
 def cmd_rerun(args) -> int:
     with client() as c:
         answer = c.rerun(args.id)
     print(f"rerun requested: {answer['rerun_key']}")
+    return 0
+
+
+def cmd_prompts(args) -> int:
+    """Operators: regenerate an evaluation's prompts from the operator-only record (its secret seed)
+    and verify them against the stored result's `measurement.prompt_set`."""
+    import json as _json
+
+    from challenges import load_challenge
+    from lake.config import StorageSettings
+    from lake.operator import OperatorStore
+    from lake.tables import Lake
+    from sandbox.evaluate import regenerate_prompts, verify_prompts
+
+    try:
+        record = OperatorStore().read(args.id, args.attempt)
+    except KeyError as exc:
+        raise ArenaError("not_found", str(exc.args[0])) from exc
+    challenge = load_challenge(record["challenge"])
+    lake = Lake(StorageSettings.from_env().lake)
+    result = lake.read_result(challenge.name, args.id, record["attempt"])
+    ok, digest, count, stored = verify_prompts(challenge, record, result)
+    if args.show:
+        from sandbox.evaluate import Workload
+        for p in regenerate_prompts(Workload.for_challenge(challenge, seed=int(record["seed"])), record):
+            print(_json.dumps(p, separators=(",", ":")))
+    print(f"submission {args.id} attempt {record['attempt']}: {count} prompts regenerated, {digest}; "
+          f"stored {stored}: {'MATCH' if ok else 'MISMATCH'}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_worker_start(args) -> int:
+    """A fleet worker of one pool on this host (orchestration/worker_process.py); never returns."""
+    from orchestration.pools import worker_named
+    from orchestration.worker_process import start
+    from sandbox.devices import Devices
+    try:
+        if args.worker:
+            spec = worker_named(args.worker)
+            pool, devices, name = spec.pool, spec.devices, spec.name
+        else:
+            if not args.pool:
+                raise ValueError("give --worker NAME (from the pools file) or --pool NAME --devices ...")
+            pool, devices, name = args.pool, Devices.parse(args.devices) if args.devices else None, args.name
+        start(pool, devices, name)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -212,9 +290,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--admin", action="store_true")
     s.add_argument("--email")
     s.set_defaults(func=cmd_create_user)
+    add_set_admin(admin)
     s = admin.add_parser("rerun", help="evaluate a submission again")
     s.add_argument("id")
     s.set_defaults(func=cmd_rerun)
+
+    s = admin.add_parser("prompts", help="regenerate an evaluation's prompts and verify its prompt_set digest")
+    s.add_argument("id")
+    s.add_argument("--attempt", type=int, default=None, help="the attempt (default: the latest)")
+    s.add_argument("--show", action="store_true", help="print every prompt (token ids), one per line")
+    s.set_defaults(func=cmd_prompts)
+
+    worker = sub.add_parser("worker", help="fleet mode: run evaluations of a pool on this host").add_subparsers(
+        dest="worker_command", required=True)
+    s = worker.add_parser("start", help="start a Celery worker bound to its devices (ARENA_DAGSTER_MODE=fleet)")
+    s.add_argument("--worker", help="a [[worker]] name of the pools file (gives pool, devices and name)")
+    s.add_argument("--pool", help="the pool (a challenge's queue) this worker serves; `control` runs device-less jobs")
+    s.add_argument("--devices", help="cpuset=CPUS and/or gpus=UUID[+UUID...], e.g. cpuset=2-3 or gpus=GPU-5b2c...")
+    s.add_argument("--name", help="the Celery worker name (default POOL-PID)")
+    s.set_defaults(func=cmd_worker_start)
 
     from lake.commands import add_lake_commands
     add_lake_commands(sub)

@@ -125,10 +125,24 @@ class ArenaClient:
 
         ws_url = "ws" + self.url[len("http"):] + f"/api/v1/submissions/{sid}/logs"
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        lines_seen = 0
         try:
-            with connect(ws_url, additional_headers=headers, open_timeout=30) as ws:
-                for message in ws:
-                    yield json.loads(message)
+            while True:
+                with connect(ws_url, additional_headers=headers, open_timeout=30) as ws:
+                    skip, renewed = lines_seen, False  # a new socket sends the history again
+                    for message in ws:
+                        event = json.loads(message)
+                        if event.get("closed") == "lifetime":  # the server's socket lifetime: reconnect
+                            renewed = True
+                            break
+                        if "line" in event:
+                            if skip:
+                                skip -= 1
+                                continue
+                            lines_seen += 1
+                        yield event
+                if not renewed:
+                    return
         except InvalidStatus as exc:
             status = exc.response.status_code
             try:

@@ -28,9 +28,18 @@ def error_body(code: str, message: str, details: list[Any] | None = None) -> dic
     return {"error": {"code": code, "message": message, "details": details or []}}
 
 
+def count_refusal(app, exc: ApiError) -> None:
+    """Count a refusal in the app's Prometheus metrics (intake/metrics.py), by the rule it named."""
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is not None:
+        from intake.metrics import rule_of
+        metrics.refused(rule_of(exc), exc.status)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        count_refusal(request.app, exc)
         return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)

@@ -2,8 +2,8 @@
 
 Authorization code flow with PKCE (S256); authlib keeps state, nonce and code verifier in the signed
 session, checks the state on return and verifies the ID token (signature from the issuer's JWKS,
-issuer, audience, expiry, nonce). A user is created on first login, matched by verified e-mail;
-ARENA_ADMIN_EMAILS makes admins.
+issuer, audience, expiry, nonce). A user is found by (provider, subject) and created on first login;
+an e-mail is recorded only when the provider says it is verified, and never links or promotes accounts.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from intake.config import OAuthProvider, Settings
 from intake.errors import ApiError
-from intake.models import User
+from intake.models import Identity as IdentityRow, User, utcnow
 
 GITHUB = {"access_token_url": "https://github.com/login/oauth/access_token",
           "authorize_url": "https://github.com/login/oauth/authorize", "api_base_url": "https://api.github.com/"}
@@ -37,36 +37,51 @@ def build_oauth(settings: Settings) -> OAuth:
 
 @dataclass(frozen=True)
 class Identity:
-    email: str
+    """Who the provider says logged in: ``(provider, subject)`` is the key; ``email`` only when verified."""
+    provider: str
+    subject: str
     name: str
+    email: str | None = None
 
 
 async def identity_from(provider: OAuthProvider, client, token: dict) -> Identity:
     if provider.metadata_url is not None:
-        info = token.get("userinfo") or {}
-        if not info.get("email"):
-            raise ApiError(403, "no_email", f"{provider.label} did not tell us your e-mail address")
-        if info.get("email_verified") is False:
-            raise ApiError(403, "email_unverified", f"verify your e-mail address with {provider.label} first")
-        name = info.get("preferred_username") or info.get("nickname") or info["email"].split("@")[0]
-        return Identity(info["email"].lower(), name)
+        info = token.get("userinfo") or {}  # from the verified ID token
+        subject = info.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise ApiError(403, "no_subject", f"{provider.label} did not say who you are (no `sub` claim)")
+        # OIDC: an e-mail counts only with `email_verified: true` (absent is not verified).
+        email = info.get("email") if info.get("email_verified") is True else None
+        name = info.get("preferred_username") or info.get("nickname") or (email or "").split("@")[0] or "user"
+        return Identity(provider.name, subject, name, email.lower() if email else None)
     profile = (await client.get("user", token=token)).json()
+    if profile.get("id") is None:
+        raise ApiError(403, "no_subject", "GitHub did not say who you are (no user id)")
     emails = (await client.get("user/emails", token=token)).json()
-    primary = next((e["email"] for e in emails if e.get("primary") and e.get("verified")), None)
-    if not primary:
-        raise ApiError(403, "email_unverified", "your GitHub account has no verified primary e-mail address")
-    return Identity(primary.lower(), profile.get("login") or primary.split("@")[0])
+    primary = next((e["email"] for e in emails if isinstance(e, dict) and e.get("primary") and e.get("verified")),
+                   None)  # only GitHub's verified primary address counts
+    return Identity(provider.name, str(profile["id"]), profile.get("login") or "user",
+                    primary.lower() if primary else None)
 
 
-def user_for_identity(session: Session, settings: Settings, who: Identity) -> User:
-    user = session.scalar(select(User).where(User.email == who.email))
-    if user is None:
-        user = User(name=unique_name(session, who.name), email=who.email)
+def user_for_identity(session: Session, who: Identity) -> User:
+    """The user of ``(provider, subject)``, created on first login. Never found by e-mail (no linking),
+    never made admin here: admin is granted only by `arena admin set-admin`."""
+    row = session.scalar(select(IdentityRow).where(IdentityRow.provider == who.provider,
+                                                   IdentityRow.subject == who.subject))
+    now = utcnow()
+    if row is None:
+        email_free = who.email is not None and session.scalar(
+            select(User.id).where(User.email == who.email)) is None
+        user = User(name=unique_name(session, who.name), email=who.email if email_free else None)
         session.add(user)
-    if who.email in settings.admin_emails:
-        user.is_admin = True
+        session.flush()
+        row = IdentityRow(user_id=user.id, provider=who.provider, subject=who.subject, created_at=now)
+        session.add(row)
+    row.verified_email = who.email
+    row.last_login_at = now
     session.flush()
-    return user
+    return session.get(User, row.user_id)
 
 
 def unique_name(session: Session, wanted: str) -> str:

@@ -42,6 +42,8 @@ def revoke_token(session: Session, user: User, token_id: int) -> bool:
     if row is None or row.revoked_at is not None:
         return False
     row.revoked_at = utcnow()
+    from intake.sessions import end_sessions_of_token
+    end_sessions_of_token(session, row.id)  # a web login made with this token ends with it
     return True
 
 

@@ -1,8 +1,10 @@
 """Accepting, finding and describing submissions: the intake core that routes, web form and CLI share.
 
-Accepting is one database transaction per upload: lock the uploader's row (so their quota and
-duplicate checks cannot race), refuse duplicates and over-quota uploads, then write the zip and its
-marker to the bucket and the row to the lake, and commit. Nothing reaches the bucket for a refused upload.
+Before the body is read, ``admit`` applies the rate limit, the daily quota and the unfinished cap and
+records the attempt (refused uploads count). Accepting is then one database transaction per upload:
+lock the uploader's row (so duplicate and unfinished checks cannot race), answer duplicates, then write
+the zip and its marker to the bucket and the row to the lake, and commit. Nothing reaches the bucket
+for a refused upload.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from ulid import ULID
 from intake.config import Settings
 from intake.db import Database
 from intake.errors import ApiError
-from intake.models import Submission, User, as_utc, utcnow
+from intake.models import Submission, UploadAttempt, User, as_utc, utcnow
 from lake.bucket import Bucket, Marker
 from lake.vocabulary import TERMINAL_STATUSES as TERMINAL, utc_iso
 from lake.tables import Lake
@@ -71,7 +73,7 @@ class Submissions:
                 Submission.sha256 == validated.sha256))
             if existing is not None:
                 return Accepted(existing, created=False)
-            self._check_quota(session, user_id, now)
+            self._check_unfinished(session, user_id)  # again, under the lock: a race since admit()
             sub = Submission(id=str(ULID()), user_id=user_id, challenge=challenge, sha256=validated.sha256,
                              display_name=validated.display_name or user.name,
                              size_bytes=validated.compressed_bytes, created_at=now)
@@ -91,15 +93,50 @@ class Submissions:
                 raise
         return Accepted(sub, created=True)
 
-    def _check_quota(self, session: Session, user_id: int, now) -> None:
+    # -- before anything is read: rate limit and quota -----------------------------------------
+    def admit(self, user_id: int) -> int:
+        """Run before the body is read or validated: refuse (429) when the user is over the upload rate
+        limit, the daily quota or the unfinished cap; else record the attempt and return its id.
+
+        Every admitted attempt counts, refused ones too; only an upload answered as a duplicate of an
+        earlier one gives its daily-quota slot back (it started nothing)."""
         s = self.settings
-        window = session.execute(select(func.count(), func.min(Submission.created_at)).where(
-            Submission.user_id == user_id, Submission.created_at > now - DAY)).one()
-        if window[0] >= s.daily_quota:
-            retry = max(1, math.ceil((as_utc(window[1]) + DAY - now).total_seconds()))
-            raise ApiError(429, "quota_exceeded", f"daily quota of {s.daily_quota} submissions reached",
-                           [{"rule": "daily_quota", "value": s.daily_quota,
-                             "message": f"try again in {retry} s"}], {"Retry-After": str(retry)})
+        with self.db.session() as session, session.begin():
+            now = utcnow()
+            # the user's row lock serialises their attempts: two cannot both take the last slot
+            session.execute(update(User).where(User.id == user_id).values(last_submitted_at=now))
+            window = timedelta(seconds=s.upload_rate_window_s)
+            recent = session.execute(select(func.count(), func.min(UploadAttempt.started_at)).where(
+                UploadAttempt.user_id == user_id, UploadAttempt.started_at > now - window)).one()
+            if recent[0] >= s.upload_rate_limit:
+                retry = max(1, math.ceil((as_utc(recent[1]) + window - now).total_seconds()))
+                raise ApiError(429, "rate_limited", f"at most {s.upload_rate_limit} uploads per "
+                               f"{s.upload_rate_window_s} s", [{"rule": "upload_rate_limit", "value": s.upload_rate_limit,
+                                                                "message": f"try again in {retry} s"}],
+                               {"Retry-After": str(retry)})
+            daily = session.execute(select(func.count(), func.min(UploadAttempt.started_at)).where(
+                UploadAttempt.user_id == user_id, UploadAttempt.started_at > now - DAY,
+                UploadAttempt.outcome != "duplicate")).one()
+            if daily[0] >= s.daily_quota:
+                retry = max(1, math.ceil((as_utc(daily[1]) + DAY - now).total_seconds()))
+                raise ApiError(429, "quota_exceeded", f"daily quota of {s.daily_quota} uploads reached "
+                               "(refused uploads count)", [{"rule": "daily_quota", "value": s.daily_quota,
+                                                            "message": f"try again in {retry} s"}],
+                               {"Retry-After": str(retry)})
+            self._check_unfinished(session, user_id)
+            attempt = UploadAttempt(user_id=user_id, started_at=now, outcome="pending")
+            session.add(attempt)
+            session.flush()
+            return attempt.id
+
+    def settle(self, attempt_id: int, outcome: str) -> None:
+        """Record how an admitted attempt ended: "accepted", "duplicate" or the refusing rule."""
+        with self.db.session() as session, session.begin():
+            session.execute(update(UploadAttempt).where(UploadAttempt.id == attempt_id)
+                            .values(outcome=outcome[:100]))
+
+    def _check_unfinished(self, session: Session, user_id: int) -> None:
+        s = self.settings
         recent = session.scalars(select(Submission.id).where(Submission.user_id == user_id)
                                  .order_by(Submission.id.desc()).limit(max(50, s.max_concurrent * 10))).all()
         unfinished = [sid for sid in recent if self.status(sid)["status"] not in TERMINAL]
@@ -180,4 +217,4 @@ def rules_for(challenge: str):
 
 def queue_of(challenge: str) -> str:
     from challenges import load_challenge
-    return load_challenge(challenge).spec.get("queue", "cpu")
+    return load_challenge(challenge).spec.queue

@@ -10,10 +10,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from intake.errors import ApiError
+from intake.limits import limit_error
 
 FORM_OVERHEAD = 64 * 1024  # room for multipart headers and the small text fields
 DRAIN_LIMIT = 64 * 1024 * 1024  # read (and drop) this much of an oversized body so the client sees the 413
@@ -36,8 +38,12 @@ def too_large(cap: int) -> ApiError:
                     [{"rule": "max_upload_bytes", "value": cap, "message": f"the zip may be at most {cap} bytes"}])
 
 
-async def receive_upload(request: Request, cap: int, tmp_dir: Path) -> Upload:
-    """Parse the multipart body; the `file` part goes to a temp file in ``tmp_dir``."""
+async def receive_upload(request: Request, cap: int, tmp_dir: Path, max_parts: int = 8,
+                         max_header_bytes: int = 16 * 1024) -> Upload:
+    """Parse the multipart body; the `file` part goes to a temp file in ``tmp_dir``.
+
+    At most ``max_parts`` parts, each with at most ``max_header_bytes`` of part headers; every text
+    field at most FORM_OVERHEAD bytes. A body beyond these is refused naming the limit and its value."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise ApiError(415, "unsupported_media_type", "send the zip as multipart/form-data in the field `file`")
@@ -49,12 +55,28 @@ async def receive_upload(request: Request, cap: int, tmp_dir: Path) -> Upload:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     upload = Upload()
     state = {"name": None, "filename": None, "header": b"", "headers": {}, "value": bytearray(), "fh": None,
-             "over": False}
+             "over": False, "parts": 0, "header_bytes": 0}
+
+    def count_header(n: int) -> None:
+        state["header_bytes"] += n
+        if state["header_bytes"] > max_header_bytes:
+            raise limit_error(431, "part_headers_too_large", "max_header_bytes", max_header_bytes,
+                              "the headers of one multipart part")
+
+    def on_part_begin():
+        state["parts"] += 1
+        state["header_bytes"] = 0
+        if state["parts"] > max_parts:
+            raise ApiError(413, "too_many_parts", f"the multipart body has more than {max_parts} parts",
+                           [{"rule": "max_multipart_parts", "value": max_parts,
+                             "message": f"send at most {max_parts} parts (the zip in `file`, and `challenge`)"}])
 
     def on_header_field(data, start, end):
+        count_header(end - start)
         state["header"] += data[start:end]
 
     def on_header_value(data, start, end):
+        count_header(end - start)
         key = state["header"].lower()
         state["headers"][key] = state["headers"].get(key, b"") + data[start:end]
 
@@ -91,8 +113,9 @@ async def receive_upload(request: Request, cap: int, tmp_dir: Path) -> Upload:
         state.update(name=None, headers={}, value=bytearray())
 
     parser = MultipartParser(params[b"boundary"], {
-        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end})
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end},
+        max_header_size=max_header_bytes)
     received = 0
     try:
         async for chunk in request.stream():
@@ -107,6 +130,15 @@ async def receive_upload(request: Request, cap: int, tmp_dir: Path) -> Upload:
     except ClientDisconnect:
         upload.discard()
         raise ApiError(400, "incomplete_upload", "the client went away before the upload finished")
+    except ApiError:  # a limit: the parser's callbacks and the body counter name it themselves
+        upload.discard()
+        raise
+    except MultipartParseError as exc:
+        upload.discard()
+        if "header" in str(exc).lower():  # the parser's own bounds on one part's headers
+            raise limit_error(431, "part_headers_too_large", "max_header_bytes", max_header_bytes,
+                              f"the headers of one multipart part ({exc})") from None
+        raise ApiError(400, "bad_multipart", f"the multipart body could not be parsed: {exc}")
     except Exception as exc:  # the multipart parser's own errors
         upload.discard()
         raise ApiError(400, "bad_multipart", f"the multipart body could not be parsed: {exc}")

@@ -40,6 +40,7 @@ EVALUATIONS_SCHEMA = pa.schema(
      ("finished_at", pa.string())]
     + [(f"m_{m}", pa.float64()) for m in FLAT_METRICS]
     + [("scenario", pa.string()), ("valid", pa.bool_()), ("repeats", pa.int32()),
+       ("disturbed", pa.bool_()), ("remeasured", pa.int32()),
        ("tokens_per_second_cv", pa.float64()), ("engine", pa.string()), ("prompt_set", pa.string()),
        ("runtime", pa.string()), ("image_digest", pa.string()), ("base_image", pa.string()),
        ("gpu", pa.string()), ("host", pa.string()), ("harness_version", pa.string())])

@@ -12,6 +12,7 @@ import pyarrow as pa
 from lake.storage import Storage
 from lake.tables import Lake, as_lake
 from lake.views import available_views, connect
+from lake.vocabulary import UNRANKED_DISTURBED, UNRANKED_INVALID
 
 LEADERBOARD_SQL = """
 WITH ev AS (
@@ -39,7 +40,8 @@ SELECT CAST(rank() OVER (ORDER BY m_tokens_per_second DESC) AS INTEGER) AS rank,
 FROM best
 UNION ALL
 SELECT NULL, participant, display_name, submission_id, status,
-       coalesce(reason, CASE WHEN NOT coalesce(valid, false) THEN 'invalid measurement' END),
+       coalesce(reason, CASE WHEN coalesce(disturbed, false) THEN $disturbed
+                             WHEN NOT coalesce(valid, false) THEN $invalid END),
        m_tokens_per_second, m_latency_p99_ms, m_ttft_p50_ms, m_tpot_p50_ms, m_accuracy,
        m_peak_memory_bw_GBs, m_energy_joules, tokens_per_second_cv, valid, runtime, submitted_at
 FROM unranked
@@ -56,7 +58,8 @@ def build_leaderboard(where: "Lake | Storage | str | Path", challenge: str) -> p
         if not {"evaluations", "submissions"} <= set(available_views(con)):
             table = pa.table({"rank": pa.array([], pa.int32()), "participant": pa.array([], pa.string())})
         else:
-            table = con.sql(LEADERBOARD_SQL, params={"challenge": challenge}).to_arrow_table()
+            table = con.sql(LEADERBOARD_SQL, params={"challenge": challenge, "disturbed": UNRANKED_DISTURBED,
+                                                        "invalid": UNRANKED_INVALID}).to_arrow_table()
     finally:
         con.close()
     lake.write_leaderboard(challenge, table)

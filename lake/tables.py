@@ -55,6 +55,8 @@ def flatten(result: dict, attempt: int) -> dict:
     row.update({"scenario": meas.get("scenario"), "valid": meas.get("valid"), "repeats": meas.get("repeats"),
                 "tokens_per_second_cv": meas.get("tokens_per_second_cv"), "engine": meas.get("engine"),
                 "prompt_set": meas.get("prompt_set")})
+    interference = meas.get("interference") or {}
+    row.update({"disturbed": interference.get("disturbed"), "remeasured": interference.get("remeasured")})
     row.update({k: env.get(k) for k in ("runtime", "image_digest", "base_image", "gpu", "host",
                                         "harness_version")})
     return row

@@ -20,6 +20,11 @@ STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
 REASONS = ("build", "protocol", "crash", "oom", "accuracy", "timeout", "platform")
 #: Reasons that are the platform's fault, never the participant's: only these are retried.
 PLATFORM_REASONS = ("platform",)
+#: Why a successful evaluation is not ranked (the leaderboard's reason column, not a result reason):
+#: LoadGen said INVALID, or a timed run was still disturbed by other work on the evaluation CPUs
+#: after the re-measure limit (measurement.interference.disturbed, sandbox/interference.py).
+UNRANKED_INVALID = "invalid measurement"
+UNRANKED_DISTURBED = "disturbed measurement"
 
 
 def is_terminal(status: str | None) -> bool:
@@ -31,6 +36,9 @@ TAG_PRIORITY = "dagster/priority"
 TAG_QUEUE = "arena/queue"
 TAG_SUBMISSION = "arena/submission"
 TAG_RERUN = "arena/rerun"
+#: Fleet mode: the Celery worker that ran the run, and the devices it is bound to (sandbox/devices.py).
+TAG_WORKER = "arena/worker"
+TAG_DEVICES = "arena/devices"
 
 # -- Docker labels ---------------------------------------------------------------------------------
 #: Every container and image the platform makes carries this label, so cleanup can find them.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lake.config import arena_home
 from lake.vocabulary import TAG_QUEUE
+from orchestration import fleet
 
 #: Devices per run queue: the tag-concurrency limit of each `arena/queue` value in dagster.yaml.
 #: ARENA_QUEUES="cpu=1,gpu-h100=8" overrides.
@@ -27,20 +28,28 @@ def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", str(arena_home() / "dagster"))).resolve()
 
 
+DAGSTER_POSTGRES_URL_ENV = "ARENA_DAGSTER_POSTGRES_URL"
+
+
 def dagster_postgres_url() -> str | None:
     """Dagster's own storage in PostgreSQL (production); unset means SQLite under DAGSTER_HOME."""
-    return os.environ.get("ARENA_DAGSTER_POSTGRES_URL") or None
+    return os.environ.get(DAGSTER_POSTGRES_URL_ENV) or None
 
 
 def write_dagster_yaml(home: Path | None = None) -> Path:
-    """dagster.yaml with the QueuedRunCoordinator: one concurrent run per device of each queue."""
+    """dagster.yaml with the QueuedRunCoordinator: one concurrent run per device of each queue.
+    ARENA_DAGSTER_MODE=fleet writes the fleet's instance instead (fleet_dagster_yaml)."""
     home = home or dagster_home()
     home.mkdir(parents=True, exist_ok=True)
+    if fleet.mode() == "fleet":
+        return _write_if_changed(home / "dagster.yaml", fleet_dagster_yaml())
     limits = "\n".join(f"      - key: {TAG_QUEUE}\n        value: {name}\n        limit: {count}"
                        for name, count in queues().items())
     storage = ""
-    if url := dagster_postgres_url():
-        storage = f"storage:\n  postgres:\n    postgres_url: {url}\n"
+    if dagster_postgres_url():
+        # An `env:` reference: Dagster reads the URL (and its password) from the environment of each of
+        # its processes; the password is never written into this file.
+        storage = f"storage:\n  postgres:\n    postgres_url:\n      env: {DAGSTER_POSTGRES_URL_ENV}\n"
     text = f"""# Written by orchestration/config.py (make up); edit ARENA_QUEUES instead of this file.
 run_coordinator:
   module: dagster.core.run_coordinator
@@ -56,10 +65,29 @@ run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   max_resume_run_attempts: 0
+run_retries:
+  enabled: true
+  max_retries: {fleet.run_retries()}
+  retry_on_asset_or_op_failure: true
 """
-    path = home / "dagster.yaml"
+    return _write_if_changed(home / "dagster.yaml", text)
+
+
+def fleet_dagster_yaml() -> str:
+    """The fleet's dagster.yaml: PostgreSQL, the Celery launcher, one tag limit per pool of the
+    pools file (its number of workers). The same text on the control host and every worker."""
+    import yaml
+    from orchestration.pools import pool_limits
+    return ("# Written by orchestration/config.py in fleet mode (ARENA_DAGSTER_MODE=fleet); edit the\n"
+            "# pools file (ARENA_POOLS_FILE) and the ARENA_* settings instead of this file.\n"
+            + yaml.safe_dump(fleet.fleet_instance_config(pool_limits()), sort_keys=False))
+
+
+def _write_if_changed(path: Path, text: str) -> Path:
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        tmp.replace(path)
     return path
 
 

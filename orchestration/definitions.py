@@ -2,6 +2,7 @@
 from dagster import Definitions
 
 from orchestration.assets import evaluation, leaderboard, scores, submission_image
+from orchestration.fleet import io_manager_resources
 from orchestration.jobs import evaluate_submission, refresh_leaderboard
 from orchestration.maintenance import compact_lake, compact_lake_hourly, lake_maintenance
 from orchestration.resources import ArenaStorage, Sandbox
@@ -13,5 +14,6 @@ defs = Definitions(
     jobs=[evaluate_submission, refresh_leaderboard, compact_lake],
     schedules=[compact_lake_hourly],
     sensors=[intake_sensor, leaderboard_sensor, platform_failure_sensor, cancelled_run_sensor],
-    resources={"storage": ArenaStorage(), "sandbox": Sandbox()},
+    # fleet mode: run outputs in S3 (io_manager_resources), so any worker host reads them
+    resources={"storage": ArenaStorage(), "sandbox": Sandbox()} | io_manager_resources(),
 )

@@ -7,6 +7,7 @@ from lake.bucket import Bucket
 from lake.config import StorageSettings
 from lake.tables import Lake
 from sandbox.config import SandboxSettings
+from sandbox.devices import Devices, for_this_process
 
 
 class ArenaStorage(ConfigurableResource):
@@ -26,7 +27,13 @@ class ArenaStorage(ConfigurableResource):
 
 
 class Sandbox(ConfigurableResource):
-    """Build and run limits (ARENA_SANDBOX_*)."""
+    """Build and run limits (ARENA_SANDBOX_*), on the devices of the worker running this process."""
 
     def settings(self) -> SandboxSettings:
-        return SandboxSettings.from_env()
+        base = SandboxSettings.from_env()
+        return self.devices(base).apply(base)
+
+    def devices(self, base: SandboxSettings | None = None) -> Devices:
+        """The fleet worker's own devices (ARENA_WORKER_*), never a process-wide list; the host
+        defaults (ARENA_SANDBOX_CPUSET/GPUS) only in embedded mode, where no worker is bound."""
+        return for_this_process(base or SandboxSettings.from_env())

@@ -12,7 +12,9 @@ from lake.bucket import Bucket
 from lake.config import StorageSettings
 from orchestration.assets import submissions_partitions
 from orchestration.jobs import evaluate_submission, refresh_leaderboard
-from lake.vocabulary import TAG_PRIORITY, TAG_QUEUE, TAG_RERUN, TAG_SUBMISSION, is_terminal
+from dagster._core.storage.tags import RETRY_NUMBER_TAG, WILL_RETRY_TAG
+from lake.vocabulary import TAG_PRIORITY, TAG_QUEUE, TAG_RERUN, TAG_SUBMISSION, TAG_WORKER, is_terminal
+from orchestration.fleet import CONTROL_QUEUE, TAG_CELERY_QUEUE, evaluation_tags
 
 #: Operator reruns jump the queue; quick checks could use a value in between.
 RERUN_PRIORITY = 10
@@ -32,8 +34,10 @@ def listing_floor(cursor: str | None) -> str:
     return str(ULID.from_timestamp(max(newest_ms / 1000 - lookback_s(), 0)))[:10]
 
 
-def run_tags(sid: str, queue: str, priority: int) -> dict[str, str]:
-    return {TAG_PRIORITY: str(priority), TAG_QUEUE: queue, TAG_SUBMISSION: sid}
+def run_tags(sid: str, queue: str, priority: int, challenge: str | None = None) -> dict[str, str]:
+    """A run's priority and pool, plus (fleet.evaluation_tags) the Celery queue of the pool, the
+    challenge's maximum runtime and the retry strategy: identical in embedded and fleet mode."""
+    return {TAG_PRIORITY: str(priority), TAG_QUEUE: queue, TAG_SUBMISSION: sid} | evaluation_tags(queue, challenge)
 
 
 @sensor(job=evaluate_submission, minimum_interval_seconds=2, default_status=DefaultSensorStatus.RUNNING,
@@ -47,13 +51,13 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
     keys = bucket.marker_keys(since_id=listing_floor(context.cursor))
     listed_ids = [bucket.id_of(k) for k in keys]
     new = list(bucket.read_markers(k for k, sid in zip(keys, listed_ids) if sid not in known))
-    requests = [RunRequest(run_key=m.id, partition_key=m.id, tags=run_tags(m.id, m.queue, m.priority))
+    requests = [RunRequest(run_key=m.id, partition_key=m.id, tags=run_tags(m.id, m.queue, m.priority, m.challenge))
                 for m in new]
     for rerun in bucket.reruns():
         marker = bucket.marker(rerun["id"])
         if marker is not None and marker.id in known:
             requests.append(RunRequest(run_key=rerun["key"], partition_key=marker.id,
-                                       tags=run_tags(marker.id, marker.queue, RERUN_PRIORITY)
+                                       tags=run_tags(marker.id, marker.queue, RERUN_PRIORITY, marker.challenge)
                                        | {TAG_RERUN: rerun["key"]}))
     newest = max(listed_ids + ([context.cursor] if context.cursor else []), default=None)
     return SensorResult(
@@ -68,7 +72,7 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
                    description="Rebuild the leaderboard after every finished evaluation.")
 def leaderboard_sensor(context: RunStatusSensorContext):
     return RunRequest(run_key=f"leaderboard-after-{context.dagster_run.run_id}",
-                      tags={TAG_PRIORITY: "5"})
+                      tags={TAG_PRIORITY: "5", TAG_CELERY_QUEUE: CONTROL_QUEUE})
 
 
 @run_failure_sensor(monitored_jobs=[evaluate_submission], minimum_interval_seconds=2,
@@ -76,7 +80,31 @@ def leaderboard_sensor(context: RunStatusSensorContext):
                     description="A run that broke (platform error) still gives its submission a terminal status.")
 def platform_failure_sensor(context: RunFailureSensorContext) -> None:
     message = context.failure_event.message or "run failed"
-    close_unfinished(context.dagster_run.tags.get(TAG_SUBMISSION), f"platform error: {message[:500]}")
+    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    sid = run.tags.get(TAG_SUBMISSION)
+    if will_retry(context.instance, run):
+        note_retry(sid, run, message)
+        return
+    attempts = int(run.tags.get(RETRY_NUMBER_TAG, "0")) + 1
+    close_unfinished(sid, f"platform error after {attempts} attempt(s): {message[:500]}")
+
+
+def will_retry(instance, run) -> bool:
+    """Whether Dagster's run retries start this failed run again (every run failure here is a
+    platform failure: a participant's failure ends as data in a successful run)."""
+    from dagster._core.execution.retries import auto_reexecution_should_retry_run
+    if (tag := run.tags.get(WILL_RETRY_TAG)) is not None:
+        return tag == "true"
+    return instance.run_retries_enabled and auto_reexecution_should_retry_run(instance, run, None)
+
+
+def note_retry(sid: str | None, run, message: str) -> None:
+    """A retried run leaves its submission active; its run log says why it starts again."""
+    if not sid:
+        return
+    bucket = Bucket(StorageSettings.from_env().bucket)
+    bucket.append_log(sid, "run", f"[arena] platform failure on {run.tags.get(TAG_WORKER, 'this host')}, "
+                                  f"retried automatically: {message[:300]}")
 
 
 @run_status_sensor(run_status=DagsterRunStatus.CANCELED, monitored_jobs=[evaluate_submission],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import json
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class DecoderSession:
         self.ready_ns: int | None = None
         self.framing: str | None = None              # what the ready line negotiated (protocol.FRAMINGS)
         self.error: str | None = None
-        self.error_kind: str | None = None           # protocol | crash | timeout
+        self.error_kind: str | None = None           # protocol | crash | timeout | platform
         self.eof = threading.Event()
         self.exit_expected = False                   # set once the harness closes stdin on purpose
         self.inflight: dict[str, RequestRecord] = {}
@@ -60,11 +61,36 @@ class DecoderSession:
         self.on_done = on_done
         self.on_fatal: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
+        #: every prompt sent in this session, in send order (an evaluation is one session)
+        self.sent: list[tuple[int, ...]] = []
+        self._seen: set[tuple[int, ...]] = set()
+        self._ids = 0
 
     # -- requests out ----------------------------------------------------------------------
-    def begin(self, record: RequestRecord) -> None:
+    def new_request_id(self) -> str:
+        """A fresh id, unique in the session, that tells the decoder nothing about the pass."""
         with self._lock:
-            self.inflight[record.rid] = record
+            self._ids += 1
+            return f"q{self._ids:x}{secrets.token_hex(2)}"
+
+    def begin(self, record: RequestRecord) -> bool:
+        """Register a request about to be sent. A prompt already sent in this session is a platform
+        error (the harness promised never to ask twice): the session fails and nothing is sent."""
+        key = tuple(record.prompt)
+        with self._lock:
+            if key in self._seen:
+                repeat = True
+            else:
+                repeat = False
+                self._seen.add(key)
+                self.sent.append(key)
+                self.inflight[record.rid] = record
+        if repeat:
+            self.fail("platform", f"the harness was about to send a prompt a second time in one evaluation "
+                                  f"(request {record.rid!r}, run {record.run!r}): refused; no prompt is ever "
+                                  f"sent twice")
+            return False
+        return True
 
     # -- lines in --------------------------------------------------------------------------
     def on_line(self, now_ns: int, line: bytes) -> None:
@@ -136,6 +162,49 @@ class DecoderSession:
         return left
 
 
+class StallWatchdog:
+    """While requests are outstanding, no output byte for `timeout_s` is a stall: `on_stall(detail)`
+    is called once (the evaluation then ends as `timeout`). The idle clock starts at the later of the
+    last output byte and the oldest outstanding request's send, so idle time between runs never counts.
+    """
+
+    def __init__(self, session: DecoderSession, last_output_ns: Callable[[], int], timeout_s: float,
+                 on_stall: Callable[[str], None], poll_s: float | None = None):
+        self.session, self.last_output_ns, self.timeout_s = session, last_output_ns, timeout_s
+        self.on_stall = on_stall
+        self.poll_s = poll_s if poll_s is not None else min(1.0, timeout_s / 10)
+        self.stalled_ns: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="stall-watchdog")
+
+    def start(self) -> "StallWatchdog":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self, now_ns: int) -> str | None:
+        """The stall's detail if the session is stalled at `now_ns`, else None."""
+        with self.session._lock:
+            outstanding = [r.sent_ns for r in self.session.inflight.values()]
+        if not outstanding or self.session.error:
+            return None
+        idle_s = (now_ns - max(self.last_output_ns(), min(outstanding))) / 1e9
+        if idle_s < self.timeout_s:
+            return None
+        return (f"stalled: no output for {idle_s:.0f} s with {len(outstanding)} request(s) outstanding "
+                f"(stall timeout {self.timeout_s:g} s)")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            detail = self.check(time.monotonic_ns())
+            if detail is not None:
+                self.stalled_ns = time.monotonic_ns()
+                self.on_stall(detail)
+                return
+
+
 @dataclass
 class ScenarioRun:
     """One LoadGen test over the session: its records and LoadGen's own verdict and figures."""
@@ -178,11 +247,15 @@ class DecoderSUT:
     def issue_query(self, samples) -> None:
         lines = []
         for s in samples:
-            rec = RequestRecord(rid=f"{self.label}-{s.id:x}", run=self.label, index=s.index,
+            # Opaque ids: a request never says which pass it belongs to (accuracy, warm-up or timed)
+            rec = RequestRecord(rid=self.session.new_request_id(), run=self.label, index=s.index,
                                 prompt=self.prompts[s.index], max_new_tokens=self.max_new_tokens,
                                 sent_ns=time.monotonic_ns(), sample_id=s.id)
             self.records.append(rec)
-            self.session.begin(rec)
+            if not self.session.begin(rec):
+                rec.done_ns = None
+                lg.QuerySamplesComplete([self._response(rec, [])])
+                continue
             lines.append(Request(rec.rid, rec.prompt, rec.max_new_tokens).to_line())
         if self.session.error:
             self._abort()
@@ -238,7 +311,11 @@ def run_loadgen(session: DecoderSession, send: Callable[[bytes], None], prompts:
     settings.single_stream_expected_latency_ns = max(int(load.expected_latency_ns), 1)
     settings.ttft_latency = load.ttft_latency_ns
     settings.tpot_latency = load.tpot_latency_ns
+    # Each prompt is issued at most once: LoadGen otherwise repeats samples when a run issues more
+    # queries than it has samples. With unique issue it issues each sample of the set exactly once
+    # (offline, server) or until min_duration (single-stream), never a sample twice.
     settings.performance_sample_count_override = len(prompts)
+    settings.performance_issue_unique = True
     log_dir.mkdir(parents=True, exist_ok=True)
     log_settings = lg.LogSettings()
     log_settings.log_output.outdir = str(log_dir)

@@ -22,6 +22,7 @@ import docker
 import docker.errors
 
 from sandbox.config import SandboxSettings
+from sandbox.cpus import CpuSplit, eval_cgroup_parent
 from lake.vocabulary import LABEL_MANAGED
 from sandbox.engine import client, resolve_runtime
 from sandbox.gpu import device_requests
@@ -49,6 +50,7 @@ class SandboxedContainer:
     stderr_log: bytearray = field(default_factory=bytearray)    # the first stderr_cap_bytes
     stderr_bytes: int = 0                                        # all stderr bytes, kept or not
     stdout_bytes: int = 0                                        # all stdout bytes received
+    last_stdout_ns: int = 0                                      # arrival of the last stdout byte
     killed_reason: str | None = None
     _sock: socket.socket | None = None
     _outbox: "queue.Queue[bytes | None]" = field(default_factory=queue.Queue)
@@ -94,6 +96,7 @@ class SandboxedContainer:
                     self._keep_stderr(payload)
                     continue
                 self.stdout_bytes += len(payload)
+                self.last_stdout_ns = now
                 if splitter.overflow is not None:
                     continue    # keep draining so the container never blocks on a full pipe
                 for message in splitter.feed(payload):
@@ -123,6 +126,14 @@ class SandboxedContainer:
             self.container.kill()
         except docker.errors.APIError:
             pass
+
+    def pid(self) -> int | None:
+        """The container's main process on the host (for its cgroup), None when unknown."""
+        try:
+            self.container.reload()
+            return self.container.attrs.get("State", {}).get("Pid") or None
+        except docker.errors.APIError:
+            return None
 
     def wait_eof(self, timeout: float | None = None) -> bool:
         return self._eof.wait(timeout)
@@ -171,13 +182,14 @@ def container_config(image: str, settings: SandboxSettings, runtime: str, model_
     cfg = dict(
         image=image, stdin_open=True, tty=False, detach=True,
         network_mode="none", cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true", f"seccomp={seccomp_profile()}"],
+        security_opt=["no-new-privileges:true", f"seccomp={seccomp_profile(runtime)}"],
         user=settings.user, read_only=True,
         tmpfs=tmpfs,
         mem_limit=settings.memory_bytes, memswap_limit=settings.memory_bytes,
         pids_limit=settings.pids_limit, nano_cpus=int(settings.cpus * 1e9),
         runtime=runtime, labels={LABEL_MANAGED: "1", **labels},
-        environment={"ARENA_MODEL_DIR": MODEL_MOUNT, "HOME": "/tmp", "PYTHONUNBUFFERED": "1"},
+        environment={"ARENA_MODEL_DIR": MODEL_MOUNT, "HOME": "/tmp", "PYTHONUNBUFFERED": "1",
+                     **thread_environment(settings.threads)},
         ipc_mode="none" if runtime == "runc" else None, hostname="sandbox",
         log_config={"type": "none"},
         healthcheck={"test": ["NONE"]},     # an image's HEALTHCHECK would exec into the container
@@ -187,12 +199,22 @@ def container_config(image: str, settings: SandboxSettings, runtime: str, model_
     )
     if settings.cpuset:
         cfg["cpuset_cpus"] = settings.cpuset
+        # the evaluation cpuset cgroup of scripts/setup-cpus.sh, where it exists (sandbox/cpus.py)
+        cfg["cgroup_parent"] = eval_cgroup_parent(CpuSplit.of(settings.cpuset))
     if model_dir is not None:
         cfg["volumes"] = {str(Path(model_dir).resolve()): {"bind": MODEL_MOUNT, "mode": "ro"}}
     requests = device_requests(settings.gpus if gpus is None else gpus)
     if requests:
         cfg["device_requests"] = requests
     return {k: v for k, v in cfg.items() if v is not None}
+
+
+def thread_environment(threads: int | None) -> dict[str, str]:
+    """A challenge's thread limit, told to the decoder and its math libraries (none: nothing set)."""
+    if not threads:
+        return {}
+    return {name: str(threads) for name in ("ARENA_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                           "MKL_NUM_THREADS")}
 
 
 @contextmanager

@@ -4,7 +4,13 @@ Docker's default profile still allows `ptrace` (and `process_vm_readv/writev`) o
 decoder could attach to and rewrite another process of its container. A custom profile replaces the
 default one entirely, so this one denies, besides those, every syscall the default denies to an
 unprivileged container (kernel modules, keyrings, namespaces, mounts, clocks, bpf, perf, io_uring, ...)
-and allows the rest. gVisor (runsc) implements the syscall surface itself and is the boundary there.
+and allows the rest. gVisor (runsc) implements the syscall surface itself and is the boundary there;
+`runsc --oci-seccomp` enforces this profile inside the sandbox too.
+
+One difference under runsc: the installed gVisor ignores `errnoRet` and answers every denied call with
+EPERM. glibc only falls back from clone3 to clone on ENOSYS, so denying clone3 there would stop every
+thread from starting (`RuntimeError: can't start new thread`). Under runsc clone3 is therefore allowed:
+a namespace it could create is one of gVisor's own, inside the sandbox, and unshare/setns stay denied.
 """
 from __future__ import annotations
 
@@ -35,11 +41,14 @@ NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0
                    0x40000000, 0x00000080)
 
 
-@lru_cache(maxsize=1)
-def profile_json() -> str:
+@lru_cache(maxsize=4)
+def profile_json(runtime: str = "runc") -> str:
+    """The profile for a container of `runtime` (runc or runsc; see the module's note on clone3)."""
+    # clone3 passes its flags in memory where seccomp cannot look: make libc fall back to clone
+    clone3 = [] if runtime == "runsc" else [
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS}]
     rules = [{"names": list(DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM},
-             # clone3 passes its flags in memory where seccomp cannot look: make libc fall back to clone
-             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS},
+             *clone3,
              # one rule per flag: arguments of one rule are ANDed, rules are ORed
              *({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM,
                 "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}]}

@@ -27,18 +27,37 @@ digest() { # a hash of everything that goes into an official image, stored as a 
   cat "$@" | sha256sum | cut -c1-16
 }
 
+# The image ID of each official image, recorded for sandbox/build.py, which refuses to build FROM an
+# official image whose local ID is not the recorded one (ARENA_OFFICIAL_IMAGES_DIR).
+RECORDS="${ARENA_OFFICIAL_IMAGES_DIR:-/var/lib/decode-arena/official-images}"
+record() {
+  mkdir -p "$RECORDS"
+  docker image inspect -f '{{.Id}}' "$1" > "$RECORDS/$(printf '%s' "$1" | tr '/:' '__').tmp"
+  mv "$RECORDS/$(printf '%s' "$1" | tr '/:' '__').tmp" "$RECORDS/$(printf '%s' "$1" | tr '/:' '__')"
+}
+
 build_python_cpu() {
-  local ctx=images/python-cpu want
+  local ctx=images/python-cpu want tag="${ARENA_PYTHON_CPU_TAG:-arena/python-cpu:1}"
   cp sandbox/protocol.py "$ctx/arena_protocol.py"
-  want=$(digest "$ctx/Dockerfile" "$ctx/arena_protocol.py")
-  if image_exists arena/python-cpu:1 && \
-     [ "$(docker image inspect -f '{{index .Config.Labels "org.decode-arena.source"}}' arena/python-cpu:1)" = "$want" ]; then
-    return
+  want=$(digest "$ctx/Dockerfile" "$ctx/packages.sh" "$ctx/arena_protocol.py")
+  if image_exists "$tag" && \
+     [ "$(docker image inspect -f '{{index .Config.Labels "org.decode-arena.source"}}' "$tag")" = "$want" ]; then
+    record "$tag"; return
   fi
-  local base; base=$(base_image)
-  log "building arena/python-cpu:1 from $base"
-  docker build -q --build-arg "BASE=$base" --label "org.decode-arena.source=$want" \
-    -t arena/python-cpu:1 "$ctx" >/dev/null
+  local base cid packages="arena/python-cpu-packages:$want"; base=$(base_image)
+  # Debian's packages need network: the platform's own container under runc, committed. Every
+  # `docker build` step runs under runsc-build (the engine's default runtime), without network.
+  log "installing packages into $base (runc, network), then building $tag"
+  cid=$(docker create --runtime runc --network bridge "$base" sh -c "$(cat "$ctx/packages.sh")")
+  if ! docker start -a "$cid" >/tmp/arena-packages.log 2>&1; then
+    tail -n 20 /tmp/arena-packages.log >&2; docker rm -f "$cid" >/dev/null; exit 1
+  fi
+  docker commit "$cid" "$packages" >/dev/null
+  docker rm "$cid" >/dev/null
+  docker build -q --network none --build-arg "BASE=$packages" --label "org.decode-arena.source=$want" \
+    -t "$tag" "$ctx" >/dev/null
+  docker image rm "$packages" >/dev/null   # the tag only: its layers are the image's own
+  record "$tag"
 }
 
 build_torch_cuda() { # `make images-gpu`: ~2.7 GB of CUDA wheels from PyPI, so never on `make demo`'s path
@@ -49,7 +68,7 @@ build_torch_cuda() { # `make images-gpu`: ~2.7 GB of CUDA wheels from PyPI, so n
           | sha256sum | cut -c1-16)
   if image_exists "$tag" && \
      [ "$(docker image inspect -f '{{index .Config.Labels "org.decode-arena.source"}}' "$tag")" = "$want" ]; then
-    return
+    record "$tag"; return
   fi
   # Builds have no network: the wheels come from PyPI on the host, for the image's Python 3.11 on
   # x86_64; no pip config file, find-links or constraint applies (a local CPU build of the same
@@ -61,8 +80,10 @@ build_torch_cuda() { # `make images-gpu`: ~2.7 GB of CUDA wheels from PyPI, so n
   PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= python3 -m pip download -q --only-binary=:all: \
     --python-version 3.11 --implementation cp -d "$ctx/wheelhouse" "torch==$torch"
   log "building $tag from arena/python-cpu:1"
-  docker build -q --build-arg "TORCH_VERSION=$torch" --label "org.decode-arena.source=$want" -t "$tag" "$ctx" >/dev/null
+  docker build -q --network none --build-arg "TORCH_VERSION=$torch" --label "org.decode-arena.source=$want" \
+    -t "$tag" "$ctx" >/dev/null
   rm -rf "$ctx/wheelhouse"
+  record "$tag"
   # The install stage (wheels and all, ~8 GB) is left as an untagged image: remove it by its label.
   docker image ls -q --filter label=org.decode-arena.stage=torch-cuda-install | xargs -r docker image rm >/dev/null || true
 }

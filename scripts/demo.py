@@ -90,7 +90,9 @@ def main() -> int:
     print(f"Intake API and web form:  {url}/   (OpenAPI: {url}/docs)")
     print(f"  log in to the web form as demo-kv-cache with the API token {tokens[EXAMPLES['kv-cache']]}")
     print(f"Dagster UI:               http://127.0.0.1:{os.environ.get('ARENA_DAGSTER_PORT', 3000)}/")
-    print(f"Streamlit dashboards:     http://127.0.0.1:{os.environ.get('ARENA_STREAMLIT_PORT', 8501)}/")
+    print(f"Streamlit dashboards:     http://{os.environ.get('ARENA_INTERNAL_HOST', '127.0.0.1')}:"
+          f"{os.environ.get('ARENA_STREAMLIT_PORT', 8501)}/   (log in to the web form first; "
+          f"admin pages: `arena admin set-admin demo-kv-cache`)")
     print("Stop everything with `make down`.")
     return 0
 

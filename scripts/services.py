@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lake.config import arena_home  # noqa: E402
+from sandbox import cpus  # noqa: E402
 from orchestration.config import dagster_home, write_dagster_yaml  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -28,19 +29,68 @@ def env_port(name: str, default: int) -> int:
 
 
 def services() -> dict[str, dict]:
-    host = os.environ.get("ARENA_HOST", "127.0.0.1")
+    host = os.environ.get("ARENA_HOST", "127.0.0.1")          # public: intake only
+    internal = internal_host()                                 # operator tools: Dagster UI, Streamlit
     api, ui, st = env_port("ARENA_PORT", 8000), env_port("ARENA_DAGSTER_PORT", 3000), env_port("ARENA_STREAMLIT_PORT", 8501)
+    header_bytes = os.environ.get("ARENA_MAX_HEADER_BYTES", "16384")
+    read_only = ["--read-only"] if os.environ.get("ARENA_DAGSTER_READ_ONLY", "") not in ("", "0", "false") else []
     return {
         "dagster-daemon": {"cmd": [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], "url": None},
-        "dagster-webserver": {"cmd": [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", host,
-                                      "-p", str(ui)], "url": f"http://{host}:{ui}/server_info"},
-        "intake": {"cmd": [str(BIN / "uvicorn"), "intake.app:app", "--host", host, "--port", str(api)],
+        "dagster-webserver": {"cmd": [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", internal,
+                                      "-p", str(ui), *read_only], "url": f"http://{internal}:{ui}/server_info"},
+        "intake": {"cmd": [str(BIN / "uvicorn"), "intake.app:app", "--host", host, "--port", str(api),
+                           "--http", "h11", "--h11-max-incomplete-event-size", header_bytes],
                    "url": f"http://{host}:{api}/healthz"},
-        "streamlit": {"cmd": [str(BIN / "streamlit"), "run", "dashboards/app.py", "--server.address", host,
+        "streamlit": {"cmd": [str(BIN / "streamlit"), "run", "dashboards/app.py", "--server.address", internal,
                               "--server.port", str(st), "--server.headless", "true",
                               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"],
-                      "url": f"http://{host}:{st}/_stcore/health"},
+                      "url": f"http://{internal}:{st}/_stcore/health"},
     }
+
+
+# -- closed doors: bind addresses and each service's environment (README "Security model") ----------
+def internal_host() -> str:
+    """Where the operator tools listen: ARENA_INTERNAL_HOST, 127.0.0.1 unless set; never ARENA_HOST."""
+    return os.environ.get("ARENA_INTERNAL_HOST", "127.0.0.1")
+
+
+#: Variables any service may see: the process basics.
+BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
+            "VIRTUAL_ENV", "PYTHONUNBUFFERED")
+#: Where the Docker engine is (the sandbox and the admin page talk to it).
+ENGINE_ENV = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+#: Intake's own secrets: the signing key, its database, the OAuth client secrets.
+INTAKE_SECRETS = ("ARENA_SECRET_KEY", "ARENA_DATABASE_URL", "ARENA_GITHUB_CLIENT_SECRET",
+                  "ARENA_GOOGLE_CLIENT_SECRET", "ARENA_OIDC_CLIENT_SECRET")
+#: What the dashboards read: storage, intake's sessions (key and database, to check the cookie),
+#: Dagster's instance and the engine (admin page).
+STREAMLIT_ENV = ("ARENA_HOME", "ARENA_BUCKET_URL", "ARENA_LAKE_URL", "ARENA_S3_ENDPOINT_URL", "ARENA_DATABASE_URL",
+                 "ARENA_SECRET_KEY", "ARENA_PUBLIC_URL", "ARENA_HOST", "ARENA_PORT", "ARENA_DEFAULT_CHALLENGE",
+                 "DAGSTER_HOME", "ARENA_DAGSTER_MODE", "ARENA_DAGSTER_POSTGRES_URL", "ARENA_DAGSTER_POSTGRES_PASSWORD",
+                 *ENGINE_ENV)
+
+
+def service_env(name: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment ``name`` is started with: an allow-list, never the operator's whole shell.
+
+    - Dagster (daemon, webserver, the runs they launch): the platform's ARENA_* settings except intake's
+      secrets, DAGSTER_HOME, the engine's address, the GPU selection; ARENA_DAGSTER_POSTGRES_URL is read
+      by dagster.yaml through an `env:` reference, so the password is never written to a file;
+    - Streamlit: STREAMLIT_ENV;
+    - intake: its ARENA_* settings, without Dagster's storage URL.
+    """
+    env = dict(os.environ if env is None else env)
+    keep = set(BASE_ENV) | {k for k in env if k.startswith("AWS_")}  # an S3 bucket or lake
+    if name.startswith("dagster"):
+        keep |= {k for k in env if k.startswith("ARENA_") and k not in INTAKE_SECRETS}
+        keep |= {"DAGSTER_HOME", *ENGINE_ENV, "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
+    elif name == "streamlit":
+        keep |= set(STREAMLIT_ENV)
+    elif name == "intake":
+        keep |= {k for k in env if k.startswith("ARENA_") and k != "ARENA_DAGSTER_POSTGRES_URL"}
+    else:
+        raise ValueError(f"no environment allow-list for service {name!r}")
+    return {k: v for k, v in env.items() if k in keep}
 
 
 def run_dir() -> Path:
@@ -74,11 +124,25 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def recover_runs() -> None:
+    """Embedded mode, no daemon running: fail the runs the last stop cut off, so they are retried
+    (orchestration/recovery.py). Fleet mode: runs live on the workers; nothing to do."""
+    from orchestration.fleet import mode
+    if mode() != "embedded" or pid_of("dagster-daemon") is not None:
+        return
+    from dagster import DagsterInstance
+    from orchestration.recovery import fail_orphaned_runs
+    with DagsterInstance.get() as instance:
+        if ended := fail_orphaned_runs(instance):
+            print(f"{len(ended)} run(s) cut off by the last stop failed as platform failures; they are retried")
+
+
 def up(timeout: float) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
     write_dagster_yaml(Path(os.environ["DAGSTER_HOME"]))
     logs = arena_home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    recover_runs()
     from sandbox.engine import remove_leftovers
     try:
         if n := remove_leftovers():
@@ -91,8 +155,9 @@ def up(timeout: float) -> int:
         log = open(logs / f"{name}.log", "ab")
         proc = subprocess.Popen(svc["cmd"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_reset_signals,
-                                env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                                env=service_env(name, os.environ | {"PYTHONUNBUFFERED": "1"}))
         (run_dir() / f"{name}.pid").write_text(str(proc.pid))
+        confined = cpus.confine(proc.pid)     # the platform's CPUs, never the evaluation's (README)
     deadline = time.monotonic() + timeout
     waiting = dict(services())
     while waiting and time.monotonic() < deadline:
@@ -109,6 +174,10 @@ def up(timeout: float) -> int:
         return 1
     for name, svc in services().items():
         print(f"{name:18} pid {pid_of(name):<7} {svc['url'] or ''}")
+    split = cpus.CpuSplit.of(os.environ.get("ARENA_SANDBOX_CPUSET") or None)
+    if "confined" in locals():
+        print(f"services on platform CPUs {cpus.format_cpuset(split.platform)} ({confined}); "
+              f"evaluations on CPUs {cpus.format_cpuset(split.evaluation)}")
     return 0
 
 

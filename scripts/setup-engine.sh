@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
-# Make sure a Docker engine with gVisor (runsc) answers, installing it on Debian/Ubuntu as root.
-# Idempotent: does nothing when `docker info` already works and runsc is registered.
+# Make sure a Docker engine with gVisor answers, configured the way the sandbox needs it, installing
+# it on Debian/Ubuntu as root. Idempotent: does nothing when the engine already has this configuration.
+#
+# The configuration (README "Security model" > "Builds"):
+# - runtime `runsc`: gVisor for evaluations (--platform=ptrace, --network=none, --oci-seccomp so the
+#   sandbox's seccomp profile is enforced inside gVisor too);
+# - runtime `runsc-build` (/usr/local/lib/decode-arena/runsc-build, from scripts/engine/): gVisor with
+#   no network for build steps, and the engine's DEFAULT runtime: the classic builder runs every RUN
+#   step with the default runtime. Anything that must run under runc asks for it (--runtime runc).
+# An engine that is already running is reconfigured with SIGHUP (runtimes and default-runtime are
+# reloadable): running containers and other users of the engine are not disturbed.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 log() { printf '[setup-engine] %s\n' "$*" >&2; }
 
+CONF=/etc/docker/daemon.json
+WRAPPER=/usr/local/lib/decode-arena/runsc-build
+
 have_engine() { docker info >/dev/null 2>&1; }
-have_runsc() { docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q runsc; }
+configured() {
+  [ "$(docker info --format '{{.DefaultRuntime}}' 2>/dev/null)" = runsc-build ] \
+    && docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"' \
+    && cmp -s scripts/engine/runsc-build "$WRAPPER" \
+    && grep -q -- --oci-seccomp "$CONF" 2>/dev/null
+}
 
 install_packages() {
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -26,19 +44,38 @@ install_packages() {
   fi
 }
 
-register_runsc() {
-  local conf=/etc/docker/daemon.json
-  [ -x /usr/bin/runsc ] || return 0
-  if ! grep -q runsc "$conf" 2>/dev/null; then
-    mkdir -p /etc/docker
-    # --network=none: runsc refuses to start with its own netstack on this kind of host;
-    # the sandbox runs without network anyway.
-    cat > "$conf" <<JSON
-{"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--platform=ptrace","--network=none"]}}}
-JSON
-    return 1   # config changed
+# Writes the wrapper and merges the runtimes into daemon.json (other keys kept); prints "changed"
+# when the engine must reload its configuration.
+write_config() {
+  [ -x /usr/bin/runsc ] || { log "gVisor's runsc is missing (apt-get install runsc)"; exit 1; }
+  if ! cmp -s scripts/engine/runsc-build "$WRAPPER"; then
+    install -D -m 0755 scripts/engine/runsc-build "$WRAPPER"
   fi
-  return 0
+  mkdir -p /etc/docker
+  python3 - "$CONF" "$WRAPPER" <<'PY'
+import json, os, sys
+path, wrapper = sys.argv[1], sys.argv[2]
+try:
+    with open(path) as f:
+        conf = json.load(f)
+except FileNotFoundError:
+    conf = {}
+before = json.dumps(conf, sort_keys=True)
+runtimes = conf.setdefault("runtimes", {})
+# --network=none: runsc refuses to start with its own netstack on this kind of host, and neither
+# evaluations nor builds have network anyway.
+runtimes["runsc"] = {"path": "/usr/bin/runsc",
+                     "runtimeArgs": ["--platform=ptrace", "--network=none", "--oci-seccomp"]}
+runtimes["runsc-build"] = {"path": wrapper}
+conf["default-runtime"] = "runsc-build"
+if json.dumps(conf, sort_keys=True) != before:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(conf, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    print("changed")
+PY
 }
 
 start_dockerd() {
@@ -55,19 +92,31 @@ start_dockerd() {
   exit 1
 }
 
-if have_engine && have_runsc; then exit 0; fi
+reload_dockerd() {
+  log "reloading dockerd's configuration (SIGHUP: runtimes, default-runtime)"
+  kill -HUP "$(pidof dockerd)"
+  for _ in $(seq 1 20); do
+    configured && return 0
+    sleep 0.5
+  done
+  log "dockerd did not take the new configuration; see /var/log/arena-dockerd.log"
+  exit 1
+}
+
+if have_engine && configured; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  have_engine || install_packages   # explains what to do, exits
+  log "the engine is not configured for sandboxed builds (default runtime runsc-build);"
+  log "run this script as root once: builds would otherwise run outside gVisor"
+  exit 1
+fi
 if ! have_engine; then
   command -v dockerd >/dev/null && [ -x /usr/bin/runsc ] && command -v debootstrap >/dev/null || install_packages
-  register_runsc || true
+  write_config >/dev/null
   start_dockerd
-elif ! have_runsc && [ "$(id -u)" = 0 ]; then
-  command -v runsc >/dev/null || install_packages
-  if ! register_runsc; then
-    log "runsc registered; restarting dockerd"
-    pkill -x dockerd || true
-    for _ in $(seq 1 30); do pgrep -x dockerd >/dev/null || break; sleep 1; done
-    start_dockerd
-  fi
+  configured || { log "dockerd started without the sandbox runtimes; see $CONF"; exit 1; }
+else
+  [ -x /usr/bin/runsc ] || install_packages
+  if [ "$(write_config)" = changed ] || ! configured; then reload_dockerd; fi
 fi
-have_runsc || log "gVisor (runsc) is not registered with Docker: the sandbox falls back to runc"
 exit 0

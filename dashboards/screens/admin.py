@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import data
+from dashboards.access import require_admin
 from dashboards.format import duration, nbytes, text
 from lake.vocabulary import LABEL_MANAGED, TAG_PRIORITY, TAG_QUEUE, TERMINAL_STATUSES as TERMINAL
 
@@ -102,6 +103,7 @@ def show_dagster() -> None:
 
 
 def render() -> None:
+    require_admin()
     st.title("Admin — cluster and queue")
     show_cluster()
     show_queue()

@@ -1,15 +1,20 @@
 """Run explorer: one submission's result, its requests run by run, and the telemetry sampled around it.
 
 ``?submission=<id>`` selects the submission, so links from the leaderboard (or a chat) open it directly.
+A participant sees only their own submissions; admins see all (dashboards/access.py).
 """
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 import streamlit as st
 
 from dashboards import data
+from dashboards.access import Viewer, require_viewer
 from dashboards.format import METRICS, NOT_MEASURED, number, percent, text
 
+SUBMISSION_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")  # a ULID, as intake makes them
 STATUS_BOX = {"success": st.success, "rejected": st.warning, "failed": st.error, "timeout": st.error}
 MIN_TICKS_FOR_CHARTS = 3
 TELEMETRY_CHARTS = (  # (column, title): drawn when the column has any value
@@ -19,16 +24,28 @@ TELEMETRY_CHARTS = (  # (column, title): drawn when the column has any value
 )
 
 
-def pick_submission(evals: pd.DataFrame) -> str | None:
-    ids = evals["submission_id"].tolist()
+def wanted_submission(viewer: Viewer, ids: list[str]) -> str | None:
+    """``?submission=``: only a well-formed submission id, looked up through the lake, and only one the
+    viewer may see. Anything else (a path, someone else's id) is refused before any file is opened."""
     wanted = st.query_params.get("submission")
-    if wanted and wanted not in ids:
-        status = data.bucket().status(wanted)
-        if status:
-            st.info(f"Submission {wanted} has no evaluation yet: it is **{status['status']}** "
-                    f"(updated {status.get('updated_at', '?')}).")
-        else:
-            st.error(f"No submission {wanted} in the lake or the bucket.")
+    if not wanted or wanted in ids:
+        return wanted
+    if not SUBMISSION_ID.fullmatch(wanted):
+        st.error(f"`?submission=` takes a submission id (26 characters, a ULID), not {wanted[:60]!r} "
+                 "(rule: submission_id).")
+        return None
+    if not viewer.may_see(data.submission_owner(wanted)):   # unknown and not yours read the same
+        st.error(f"No submission {wanted} that you may see.")
+        return None
+    status = data.bucket().status(wanted)
+    st.info(f"Submission {wanted} has no evaluation yet: it is **{(status or {}).get('status', 'queued')}**"
+            + (f" (updated {status.get('updated_at', '?')})." if status else "."))
+    return None
+
+
+def pick_submission(evals: pd.DataFrame, viewer: Viewer) -> str | None:
+    ids = evals["submission_id"].tolist()
+    wanted = wanted_submission(viewer, ids)
     index = ids.index(wanted) if wanted in ids else 0
     labels = dict(zip(evals["submission_id"], evals["label"]))
     sid = st.selectbox("Submission", ids, index=index, format_func=labels.get)
@@ -141,31 +158,40 @@ def _interval(tel: pd.DataFrame) -> str | None:
     return f"{ticks.median():.2f} s" if len(ticks) else None
 
 
-def show_logs(challenge: str, sid: str) -> None:
+def show_logs(challenge: str, sid: str, viewer: Viewer) -> None:
     st.subheader("Logs")
     root, files = data.loadgen_logs(challenge, sid)
     if files:
         st.markdown("LoadGen summary and detail logs, kept with the evaluation in the lake:")
-        st.code(str(root), language=None)
+        if viewer.is_admin:   # host paths are for operators
+            st.code(str(root), language=None)
         st.caption(", ".join(str(p.relative_to(root)) for p in files))
         summary = next((p for p in files if p.name == "mlperf_log_summary.txt"), None)
         if summary is not None:
             with st.expander(f"{summary.relative_to(root)}"):
                 st.code(summary.read_text(errors="replace")[:20_000], language=None)
     else:
-        st.markdown(f"LoadGen logs: none kept for this submission (they would be under `{root}`).")
+        st.markdown("LoadGen logs: none kept for this submission"
+                    + (f" (they would be under `{root}`)." if viewer.is_admin else "."))
+    if not viewer.is_admin:
+        st.markdown("Build and run logs: on the submission's page in intake.")
+        return
     b = data.bucket()
     logs = [f"`{b.log_path(sid, phase)}`" for phase in ("build", "run") if b.log_path(sid, phase).exists()]
     st.markdown("Build and run logs (bucket): " + (", ".join(logs) if logs else "none kept."))
 
 
 def render() -> None:
+    viewer = require_viewer()
     st.title("Run explorer")
     evals = data.evaluations()
+    if not viewer.is_admin:   # a participant sees their own runs only
+        evals = evals[evals["participant"] == viewer.name]
     if evals.empty:
-        st.info("No evaluations yet.")
+        wanted_submission(viewer, [])
+        st.info("No evaluations yet." if viewer.is_admin else f"No evaluation of yours ({viewer.name}) yet.")
         return
-    sid = pick_submission(evals)
+    sid = pick_submission(evals, viewer)
     row = evals.set_index("submission_id").loc[sid]
     result = data.result(row["challenge"], sid)
     if result is None:
@@ -178,4 +204,4 @@ def render() -> None:
         attempt = st.selectbox("Attempt", found, index=found.index(attempt) if attempt in found else len(found) - 1)
     show_requests(sid, attempt)
     show_telemetry(sid, attempt)
-    show_logs(row["challenge"], sid)
+    show_logs(row["challenge"], sid, viewer)

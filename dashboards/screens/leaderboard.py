@@ -6,6 +6,7 @@ import streamlit as st
 
 from challenges import challenge_names
 from dashboards import data
+from dashboards.access import require_viewer
 from dashboards.format import NOT_MEASURED, number, percent, text
 
 
@@ -45,6 +46,7 @@ def unranked_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def render() -> None:
+    require_viewer()   # any logged-in user
     st.title("Leaderboard")
     names = sorted(set(challenge_names()) | set(data.challenges_in_lake()))
     if not names:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 router = APIRouter(tags=["health"])
@@ -23,3 +23,19 @@ def healthz(request: Request) -> JSONResponse:
     checks["bucket"] = "ok" if bucket.is_dir() and os.access(bucket, os.W_OK) else "error: not writable"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics (intake/metrics.py); only with ``Authorization: Bearer $ARENA_METRICS_TOKEN``."""
+    from intake.errors import ApiError
+    from intake.metrics import authorized
+
+    token = request.app.state.settings.metrics_token
+    if not token:
+        raise ApiError(404, "not_found", "metrics are off: set ARENA_METRICS_TOKEN to turn them on")
+    if not authorized(request.headers.get("authorization"), token):
+        raise ApiError(401, "unauthorized", "metrics need Authorization: Bearer <ARENA_METRICS_TOKEN>",
+                       headers={"WWW-Authenticate": "Bearer"})
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)

@@ -29,11 +29,29 @@ UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data
 async def create_submission(request: Request, user: User = Depends(current_user)) -> JSONResponse:
     service = request.app.state.submissions
     settings = request.app.state.settings
-    upload = await receive_upload(request, settings.max_upload_bytes, settings.home / "tmp")
     try:
+        attempt = await run_in_threadpool(service.admit, user.id)  # rate limit and quota, before any reading
+    except ApiError:
+        request.app.state.metrics.uploads.labels(outcome="refused").inc()
+        raise
+    upload = None
+    try:
+        upload = await receive_upload(request, settings.max_upload_bytes, settings.home / "tmp",
+                                      settings.max_multipart_parts, settings.max_header_bytes)
         accepted = await run_in_threadpool(service.accept, user.id, upload.path, upload.fields.get("challenge") or None)
+    except ApiError as exc:
+        rule = exc.details[0].get("rule") if exc.details and isinstance(exc.details[0], dict) else None
+        await run_in_threadpool(service.settle, attempt, f"refused:{rule or exc.code}")
+        request.app.state.metrics.uploads.labels(outcome="refused").inc()
+        raise
+    except BaseException:
+        await run_in_threadpool(service.settle, attempt, "error")
+        raise
     finally:
-        upload.discard()
+        if upload is not None:
+            upload.discard()
+    await run_in_threadpool(service.settle, attempt, "accepted" if accepted.created else "duplicate")
+    request.app.state.metrics.uploads.labels(outcome="accepted" if accepted.created else "duplicate").inc()
     sub = accepted.submission
     body = {"id": sub.id, "status": service.status(sub.id)["status"], "challenge": sub.challenge,
             "duplicate": not accepted.created, "urls": service.urls(sub.id)}
@@ -75,6 +93,8 @@ LOG_POLL_S = 0.25
 
 async def deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
     """Refuse the handshake with a plain HTTP answer in the API's error shape."""
+    from intake.errors import count_refusal
+    count_refusal(websocket.app, ApiError(status, code, message))
     await websocket.send_denial_response(JSONResponse(error_body(code, message), status))
 
 
@@ -99,10 +119,34 @@ async def follow_logs(websocket: WebSocket, sid: str) -> None:
         await run_in_threadpool(visible)
     except ApiError as exc:
         return await deny(websocket, exc.status, exc.code, exc.message)
+    settings = websocket.app.state.settings
+    sockets = websocket.app.state.ws_open  # user id -> log sockets open now (this process)
+    if sockets.get(user.id, 0) >= settings.ws_per_user:
+        return await deny(websocket, 429, "too_many_sockets",
+                          f"at most {settings.ws_per_user} log sockets open at once per user "
+                          f"(rule ws_per_user = {settings.ws_per_user}); close one first")
+    sockets[user.id] = sockets.get(user.id, 0) + 1
+    try:
+        await _follow(websocket, service, sid, settings.ws_max_lifetime_s)
+    finally:
+        sockets[user.id] -= 1
+        if not sockets[user.id]:
+            del sockets[user.id]
+
+
+async def _follow(websocket: WebSocket, service, sid: str, lifetime_s: float) -> None:
     await websocket.accept()
     sent, last_status = 0, None
+    ends = asyncio.get_running_loop().time() + lifetime_s
+    # Listen while polling: a client that goes away frees its slot at once, not at the next send.
+    listening = asyncio.ensure_future(websocket.receive())
     try:
         while True:
+            if asyncio.get_running_loop().time() >= ends:
+                await websocket.send_json({"closed": "lifetime", "rule": "ws_max_lifetime_s", "value": lifetime_s,
+                                           "message": f"a log socket lives at most {lifetime_s} s; reconnect"})
+                await websocket.close(code=1000, reason="ws_max_lifetime_s")  # clients reconnect
+                return
             status = service.status(sid)  # read before the logs: lines written before a terminal status are sent
             lines = await run_in_threadpool(service.bucket.log_lines, sid)
             for phase, line in lines[sent:]:
@@ -116,6 +160,12 @@ async def follow_logs(websocket: WebSocket, sid: str) -> None:
                 if final:
                     await websocket.close()
                     return
-            await asyncio.sleep(LOG_POLL_S)
+            await asyncio.wait({listening}, timeout=LOG_POLL_S)
+            if listening.done():
+                if listening.result()["type"] == "websocket.disconnect":
+                    return
+                listening = asyncio.ensure_future(websocket.receive())  # what clients send is ignored
     except WebSocketDisconnect:
         return
+    finally:
+        listening.cancel()

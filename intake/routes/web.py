@@ -17,7 +17,8 @@ from intake.csrf import check_csrf, csrf_token, set_csrf_cookie
 from intake.errors import ApiError
 from intake.models import ApiToken, User
 from intake.oauth import identity_from, user_for_identity
-from intake.security import issue_token, revoke_token, user_for_token
+from intake.security import hash_token, issue_token, revoke_token, user_for_token
+from intake.sessions import SESSION_KEY, end_session, open_session
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -64,12 +65,16 @@ def token_login(request: Request, token: str = Form(""), csrf_token: str = Form(
     check_csrf(request, csrf_token)
     with request.app.state.db.session() as session, session.begin():
         user = user_for_token(session, token.strip())
-        user_id = user.id if user is not None else None
-    if user_id is None:
+        key = None
+        if user is not None:
+            token_id = session.scalar(select(ApiToken.id).where(ApiToken.token_hash == hash_token(token.strip())))
+            key = open_session(session, user.id, token_id=token_id,
+                               lifetime_s=request.app.state.settings.session_max_age_s)
+    if key is None:
         return page(request, "login.html", None, status_code=401,
                     error="login failed: that API token is unknown or revoked")
     request.session.clear()  # a fresh session on login: nothing from before survives
-    request.session["user_id"] = user_id
+    request.session[SESSION_KEY] = key  # revoking this token ends this session
     return RedirectResponse("/submissions", 303)
 
 
@@ -102,16 +107,18 @@ async def oauth_callback(provider: str, request: Request) -> Response:
 
     def store():
         with request.app.state.db.session() as session, session.begin():
-            return user_for_identity(session, settings, who).id
+            return open_session(session, user_for_identity(session, who).id, lifetime_s=settings.session_max_age_s)
     from fastapi.concurrency import run_in_threadpool
     request.session.clear()  # a fresh session on login: nothing from before survives
-    request.session["user_id"] = await run_in_threadpool(store)
+    request.session[SESSION_KEY] = await run_in_threadpool(store)
     return RedirectResponse("/submissions", 303)
 
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: str = Form("")) -> Response:
     check_csrf(request, csrf_token)
+    with request.app.state.db.session() as session, session.begin():
+        end_session(session, request.session.get(SESSION_KEY))  # a copied cookie is dead too
     request.session.clear()
     return RedirectResponse("/login", 303)
 
@@ -160,7 +167,7 @@ def revoke(token_id: int, request: Request, csrf_token: str = Form("")) -> Respo
     user = login_required(request)
     check_csrf(request, csrf_token)
     with request.app.state.db.session() as session, session.begin():
-        revoke_token(session, user, token_id)
+        revoke_token(session, user, token_id)  # also ends the sessions opened by logging in with it
     return RedirectResponse("/tokens", 303)
 
 

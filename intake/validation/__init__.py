@@ -24,6 +24,7 @@ from intake.validation.arena_toml import _check_arena_toml
 from intake.validation.dockerfile import _check_dockerfile
 from intake.validation.inflate import _check_ratio, _stream_entries
 from intake.validation.names import _Layout
+from sandbox.requirements import check as check_requirements
 from intake.validation.rules import (
     MAX_NAME_BYTES,
     RATIO_FLOOR_BYTES,
@@ -76,7 +77,8 @@ def validate_zip(path: Path, rules: ValidationRules = ValidationRules()) -> Vali
             found.add("files.missing", name, f"'{name}' is missing from the root of the archive")
     base_images = _check_dockerfile(texts.get("Dockerfile"), rules, found)
     if (req := texts.get("requirements.txt")) is not None:
-        _decode_text("requirements.txt", req, found)
+        if (req_text := _decode_text("requirements.txt", req, found)) is not None:
+            found.problems.extend(Problem(p.rule, p.value, p.message) for p in check_requirements(req_text)[1])
     meta = _check_arena_toml(texts.get("arena.toml"), found)
     if found.problems:
         raise SubmissionRejected(found.problems)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sandbox.dockerfile import OFFICIAL_BASE_IMAGES
+from sandbox.dockerfile import RULES as DOCKERFILE_RULES
+from sandbox.requirements import RULES as REQUIREMENTS_RULES
+
 # What each rule code means, in the words used at the end of every message.
 RULES: dict[str, str] = {
     "zip.not_a_zip": "the upload must be a zip archive",
@@ -35,10 +39,8 @@ RULES: dict[str, str] = {
     "files.missing": "the archive root must hold {required}",
     "files.too_large": "Dockerfile, requirements.txt and arena.toml are at most 1 MiB each",
     "files.not_utf8": "Dockerfile, requirements.txt and arena.toml must be UTF-8 text",
-    "dockerfile.no_from": "a Dockerfile needs a FROM",
-    "dockerfile.invalid": "the Dockerfile must parse",
-    "dockerfile.from_not_allowed": "FROM must name an official base image ({allowed}) or an earlier stage",
-    "dockerfile.add_url": "ADD may not fetch URLs; download in RUN with pip or COPY the file",
+    **DOCKERFILE_RULES,   # dockerfile.*: sandbox/dockerfile.py, the reader intake and the build share
+    **REQUIREMENTS_RULES,   # requirements.*: sandbox/requirements.py
     "arena_toml.invalid": "arena.toml must be valid TOML with string keys challenge, display_name, notes",
 }
 
@@ -74,7 +76,7 @@ class ValidationRules:
     max_compressed_bytes: int = 50 * 2**20
     max_uncompressed_bytes: int = 200 * 2**20
     max_compression_ratio: float = 100.0
-    allowed_base_images: tuple[str, ...] = ("arena/python-cpu:1", "arena/torch-cuda:1")
+    allowed_base_images: tuple[str, ...] = OFFICIAL_BASE_IMAGES
     required_files: tuple[str, ...] = ("Dockerfile", "requirements.txt")
 
 

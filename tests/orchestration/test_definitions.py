@@ -25,4 +25,5 @@ def test_dagster_yaml_limits_each_queue_to_its_devices(tmp_path, monkeypatch):
     assert "storage" not in config   # SQLite under DAGSTER_HOME by default
     monkeypatch.setenv("ARENA_DAGSTER_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/dagster")
     config = yaml.safe_load(write_dagster_yaml(tmp_path).read_text())
-    assert config["storage"]["postgres"]["postgres_url"].startswith("postgresql://")
+    # an env reference: the URL (and any password in it) is never written into dagster.yaml
+    assert config["storage"]["postgres"]["postgres_url"] == {"env": "ARENA_DAGSTER_POSTGRES_URL"}

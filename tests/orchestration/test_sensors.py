@@ -34,8 +34,13 @@ def test_each_marker_becomes_one_tagged_run_and_its_partition(bucket, instance, 
     result = tick(instance)
     assert [r.run_key for r in result.run_requests] == [a.id, b.id]
     assert [r.partition_key for r in result.run_requests] == [a.id, b.id]
+    from orchestration.fleet import max_runtime_s
     assert result.run_requests[1].tags == {"dagster/priority": "3", "arena/queue": "gpu-h100",
-                                           "arena/submission": b.id}
+                                           "arena/submission": b.id,
+                                           # fleet mode: the pool's Celery queue; every run can end
+                                           "dagster-celery/queue": "gpu-h100",
+                                           "dagster/max_runtime": str(int(max_runtime_s(b.challenge))),
+                                           "dagster/retry_strategy": "ALL_STEPS"}
     assert set(instance.get_dynamic_partitions("submissions")) == {a.id, b.id}
     assert result.cursor == b.id
     assert tick(instance, result.cursor).run_requests == []   # nothing new: nothing requested

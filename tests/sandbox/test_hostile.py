@@ -9,8 +9,7 @@ import json
 import pytest
 
 from challenges import load_challenge
-from sandbox_workloads import (BATTERY, Case, assert_calibrated_ok, calibrated_reference,
-                                    calibrated_workload, default_runtime)
+from sandbox_workloads import BATTERY, assert_calibrated_ok, calibrated_workload, default_runtime
 
 RUNC_SUBSET = {"network", "fork_bomb", "memory_bomb", "fill_tmp", "escape", "huge_line", "early_exit",
                "secrets"}
@@ -102,7 +101,8 @@ EXPECTED = {
     "memory_bomb": ("failed", "oom", "out of memory", None),
     "fill_tmp": ("success", None, None, check_fill_tmp),
     "busy_no_output": ("timeout", "timeout", 'no {"ready": true} within', None),
-    "hang_after_ready": ("timeout", "timeout", "wall-clock limit", None),
+    "hang_after_ready": ("timeout", "timeout", "stalled: no output for", None),
+    "hang_mid_run": ("timeout", "timeout", "stalled: no output for", None),
     "invalid_json": ("failed", "protocol", "not JSON", None),
     "huge_line": ("failed", "protocol", "longer than the limit", check_huge_line),
     "stderr_flood": ("success", None, None, check_stderr_flood),
@@ -125,11 +125,8 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def private_workload():
-    """The challenge's private prompts, with the calibration decoder's answers as reference."""
-    prompts = load_challenge("efficient-decode").private_prompts(12345)[:4]
-    return calibrated_workload().__class__(
-        cases=tuple(Case("private", p, calibrated_reference(p, 8)) for p in prompts), max_new_tokens=8,
-        repeats=1, min_duration_ms=300, cooldown_s=0.0)
+    """The challenge's own prompts (public and private), with the calibration decoder's answers as reference."""
+    return calibrated_workload(prompts=load_challenge("efficient-decode").prompts)
 
 
 @pytest.mark.docker

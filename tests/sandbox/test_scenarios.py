@@ -18,10 +18,14 @@ def test_scenario_measures_the_calibrated_decoder(scenario, calibrated, evaluate
     result = evaluation.result
     m = result["measurement"]
     assert m["scenario"] == scenario and m["repeats"] == 1
-    assert m["valid"] is True and m["loadgen_valid_runs"] == [True]
+    assert m["loadgen_valid_runs"] == [True]
+    # valid unless the interference guard found the evaluation CPU still busy after its re-measures
+    # (a loaded shared host): then the run is measured but never ranked
+    assert m["valid"] is (not m["interference"]["disturbed"]), m["interference"]
     assert result["metrics"]["tokens_per_second"] > 0
     assert result["metrics"]["tpot_p50_ms"] is not None and result["metrics"]["ttft_p50_ms"] is not None
-    timed = [row for row in evaluation.requests if row["run"].startswith("perf-")]
+    scored = {run.label for run in evaluation.outcome.runs}   # a re-measured (disturbed) run is not scored
+    timed = [row for row in evaluation.requests if row["run"] in scored]
     assert timed and all(row["tokens"] == 4 and row["correct_tokens"] == 4 for row in timed)
 
 
