@@ -7,6 +7,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from lake.storage import as_storage
+
 router = APIRouter(tags=["health"])
 
 
