@@ -61,7 +61,7 @@ def test_a_participant_sees_the_leaderboard_and_only_their_own_runs(participant_
     options = page.get_by_role("option").all_inner_texts()
     assert len(options) == 2 and all(o.split(" · ")[0] in (FAST.id, ALICE_OLD.id) for o in options)
     page.keyboard.press("Escape")
-    loadgen = arena.lake.evaluation_dir("efficient-decode", FAST.id) / "loadgen"
+    loadgen = arena.lake.uri(arena.lake.evaluation_prefix("efficient-decode", FAST.id) + "loadgen/")
     assert str(loadgen) not in page.locator('[data-testid="stMain"]').inner_text()   # no host paths
 
     for other in (BASELINE, WRONG):                                # someone else's, by its id
