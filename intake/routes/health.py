@@ -7,6 +7,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from lake.storage import as_storage
+
 router = APIRouter(tags=["health"])
 
 
@@ -19,8 +21,16 @@ def healthz(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:  # report, do not raise: this is what the probe is for
         checks["database"] = f"error: {exc.__class__.__name__}"
-    bucket = request.app.state.settings.bucket
-    checks["bucket"] = "ok" if bucket.is_dir() and os.access(bucket, os.W_OK) else "error: not writable"
+    storage = request.app.state.submissions.bucket.storage
+    if storage.is_local:
+        root = storage.root
+        checks["bucket"] = "ok" if os.path.isdir(root) and os.access(root, os.W_OK) else "error: not writable"
+    else:
+        try:
+            storage.list_after("status/", limit=1)
+            checks["bucket"] = "ok"
+        except Exception as exc:  # report, do not raise
+            checks["bucket"] = f"error: {exc.__class__.__name__}"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503)
 
