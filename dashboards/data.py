@@ -76,8 +76,8 @@ def leaderboard(challenge: str) -> pd.DataFrame:
 
 
 def leaderboard_built_at(challenge: str) -> datetime | None:
-    path = lake().leaderboard_path(challenge)
-    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) if path.exists() else None
+    built = lake().leaderboard_built_at(challenge)
+    return datetime.fromtimestamp(built, timezone.utc) if built is not None else None
 
 
 def evaluations() -> pd.DataFrame:
@@ -155,10 +155,18 @@ def telemetry(sid: str, attempt: int) -> pd.DataFrame:
                  {"s": sid, "a": attempt})
 
 
-def loadgen_logs(challenge: str, sid: str) -> tuple[Path, list[Path]]:
-    """Where LoadGen's summary and detail logs of a submission are kept, and the files there."""
-    root = lake().evaluation_dir(challenge, sid) / "loadgen"
-    return root, sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+def loadgen_logs(challenge: str, sid: str) -> tuple[str, list[str]]:
+    """Where LoadGen's summary and detail logs of a submission are kept (a storage URL), and their
+    names under it (``attempt=N/<run>/<file>``)."""
+    lk = lake()
+    prefix = lk.evaluation_prefix(challenge, sid) + "loadgen/"
+    return lk.uri(prefix), [k[len(prefix):] for k in lk.loadgen_logs(challenge, sid)]
+
+
+def loadgen_text(challenge: str, sid: str, name: str, limit: int = 20_000) -> str:
+    lk = lake()
+    with lk.storage.open(lk.evaluation_prefix(challenge, sid) + "loadgen/" + name) as fh:
+        return fh.read(limit).decode("utf-8", errors="replace")
 
 
 # -- the queue (bucket) ----------------------------------------------------------------------------

@@ -149,10 +149,8 @@ class Submissions:
 
     def _withdraw(self, sub: Submission) -> None:
         """Undo a half-written hand-over (marker first: the sensor must not see a marker without a zip)."""
-        for path in (self.bucket.marker_path(sub.challenge, sub.id), self.bucket.zip_path(sub.challenge, sub.id),
-                     self.bucket.status_path(sub.id),
-                     self.lake.submissions_dir(sub.challenge) / f"{sub.id}.parquet"):
-            path.unlink(missing_ok=True)
+        self.bucket.withdraw(sub.challenge, sub.id)
+        self.lake.delete_submission(sub.challenge, sub.id)
 
     # -- reading ---------------------------------------------------------------------------
     def visible(self, session: Session, user: User, sid: str) -> Submission:

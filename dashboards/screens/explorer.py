@@ -165,11 +165,11 @@ def show_logs(challenge: str, sid: str, viewer: Viewer) -> None:
         st.markdown("LoadGen summary and detail logs, kept with the evaluation in the lake:")
         if viewer.is_admin:   # host paths are for operators
             st.code(str(root), language=None)
-        st.caption(", ".join(str(p.relative_to(root)) for p in files))
-        summary = next((p for p in files if p.name == "mlperf_log_summary.txt"), None)
+        st.caption(", ".join(files))
+        summary = next((f for f in files if f.endswith("mlperf_log_summary.txt")), None)
         if summary is not None:
-            with st.expander(f"{summary.relative_to(root)}"):
-                st.code(summary.read_text(errors="replace")[:20_000], language=None)
+            with st.expander(summary):
+                st.code(data.loadgen_text(challenge, sid, summary), language=None)
     else:
         st.markdown("LoadGen logs: none kept for this submission"
                     + (f" (they would be under `{root}`)." if viewer.is_admin else "."))
@@ -177,7 +177,8 @@ def show_logs(challenge: str, sid: str, viewer: Viewer) -> None:
         st.markdown("Build and run logs: on the submission's page in intake.")
         return
     b = data.bucket()
-    logs = [f"`{b.log_path(sid, phase)}`" for phase in ("build", "run") if b.log_path(sid, phase).exists()]
+    logs = [f"`{b.storage.uri(b.log_key(sid, phase))}`" for phase in ("build", "run")
+            if b.storage.exists(b.log_key(sid, phase))]
     st.markdown("Build and run logs (bucket): " + (", ".join(logs) if logs else "none kept."))
 
 

@@ -2,6 +2,7 @@
 telemetry sampled by the real sidecar from a real container, and a Dagster instance with active runs."""
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 import zipfile
@@ -117,14 +118,17 @@ def sample_telemetry(lake: Lake, seconds: float = 1.5):
         name=f"arena-dashboards-test-{uuid.uuid4().hex[:8]}",
         labels={LABEL_MANAGED: "1", "org.decode-arena.submission": ulid(10)})
     try:
-        measured = Sidecar.start(container.id, lake.telemetry_path(CHALLENGE, FAST.id, 1), interval_s=0.2,
+        local = Path(tempfile.mkdtemp(prefix="arena-seed-telemetry-"))
+        measured = Sidecar.start(container.id, local / "fast.parquet", interval_s=0.2,
                                  docker_client=client)
-        replayed = Sidecar.start(container.id, lake.telemetry_path(CHALLENGE, BASELINE.id, 1), interval_s=0.2,
+        replayed = Sidecar.start(container.id, local / "baseline.parquet", interval_s=0.2,
                                  docker_client=client, gpu_indices=(0,), nvml=ReplayNvml.from_file(TRACE))
         time.sleep(seconds)
         for sidecar in (measured, replayed):
             summary = sidecar.stop()
             assert not summary.crashed and summary.samples >= 3, summary
+        lake.put_telemetry(CHALLENGE, FAST.id, 1, local / "fast.parquet")     # published as the platform does
+        lake.put_telemetry(CHALLENGE, BASELINE.id, 1, local / "baseline.parquet")
     except BaseException:
         container.remove(force=True)
         raise
@@ -177,7 +181,7 @@ def build_arena(home: Path) -> tuple[SeededArena, object]:
     lake.keep_loadgen_logs(CHALLENGE, FAST.id, 1, [logs])
     container = sample_telemetry(lake)
     try:
-        build_leaderboard(lake.root, CHALLENGE)
+        build_leaderboard(lake, CHALLENGE)
         add_dagster_runs(home / "dagster")
     except BaseException:
         container.remove(force=True)

@@ -58,8 +58,8 @@ def test_an_evaluation_from_image_to_stored_result_with_its_audit_trail(bucket, 
     assert m["framing"] == "json" and result["environment"]["devices"]["cpuset"] == c.settings.cpuset
     assert bucket.status(sid)["status"] == "success"
     lake = c.lake
-    assert json.loads((lake.evaluation_dir("efficient-decode", sid) / "attempt-1.json").read_text()) == result
-    rows = pq.read_table(lake.requests_dir("efficient-decode", sid, 1)).to_pylist()
+    assert lake.read_result("efficient-decode", sid, attempt=1) == result
+    rows = lake.read_run("requests", "efficient-decode", sid, 1).to_pylist()
     assert len(rows) == m["prompts_sent"]
 
     # the seed: operator-only storage, 0600, nowhere in the lake or the bucket
