@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
@@ -16,7 +15,6 @@ from intake.metrics import IntakeMetrics
 from intake.routes import admin, health, leaderboard, submissions, web
 from intake.sessions import COOKIE as SESSION_COOKIE
 from intake.submissions import Submissions
-from lake.storage import as_storage
 
 
 ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -37,10 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         db.migrate()
-        for where in (settings.bucket, settings.lake):   # storage URLs (file:// or s3://) or paths
-            storage = as_storage(where)
-            if storage.is_local:
-                Path(storage.root).mkdir(parents=True, exist_ok=True)
         yield
         db.dispose()
 

@@ -39,7 +39,7 @@ def build(storage: ArenaStorage, sandbox: Sandbox, sid: str) -> dict:
     tag = f"arena-sub/{sid.lower()}:latest"
     bucket.clear_log(sid, "build")   # a rerun starts its build log afresh
     with tempfile.TemporaryDirectory(prefix="arena-zip-") as tmp:
-        zip_file = bucket.fetch_zip(marker.challenge, sid, Path(tmp) / f"{sid}.zip")
+        zip_file = bucket.fetch_zip(marker.challenge, sid, Path(tmp) / f"{sid}.zip")   # FileNotFoundError: lost
         result = build_submission_zip(zip_file, tag, sandbox.settings(),
                                       lambda line: bucket.append_log(sid, "build", line),
                                       labels={LABEL_SUBMISSION: sid})

@@ -77,10 +77,12 @@ def evaluate_submission(sid: str, image: dict, c: Collaborators) -> StoredEvalua
     c.bucket.clear_log(sid, "run")
     settings = settings_for(challenge, c.settings)
     workload = Workload.for_challenge(challenge, seed=c.seed(), **c.workload_overrides)
+    telemetry = None
     with tempfile.TemporaryDirectory(prefix="arena-loadgen-") as tmp:
-        telemetry, local = None, Path(tmp) / "telemetry.parquet"     # written here, published to the lake
+        # the sidecar writes a local file; the lake publishes it (atomically, journaled) after the run
+        telemetry_file = Path(tmp) / "telemetry.parquet"
         if c.telemetry is not None:
-            telemetry = lambda container_id: c.telemetry(container_id, local, settings)  # noqa: E731
+            telemetry = lambda container_id: c.telemetry(container_id, telemetry_file, settings)  # noqa: E731
         try:
             ev = evaluate_image(image["tag"], submission_id=sid, challenge=challenge.name, workload=workload,
                                 model_dir=challenge.model_dir(c.models_dir), settings=settings, log_root=Path(tmp),
@@ -93,7 +95,7 @@ def evaluate_submission(sid: str, image: dict, c: Collaborators) -> StoredEvalua
         for line in ev.stderr.splitlines():
             c.bucket.append_log(sid, "run", f"[stderr] {line}")
         c.lake.keep_loadgen_logs(challenge.name, sid, attempt, ev.loadgen_dirs)
-        c.lake.put_telemetry(challenge.name, sid, attempt, local)
+        c.lake.put_telemetry(challenge.name, sid, attempt, telemetry_file)
     c.operator.write(sid, attempt, ev.operator_record)
     return _store(sid, attempt, ev.result, c, requests=ev.requests)
 

@@ -64,8 +64,8 @@ def test_a_wrong_decoder_is_scored_rejected_and_listed_unranked(bucket, instance
     requests = lake.read_run("requests", "efficient-decode", sid, 1).to_pylist()
     assert {r["run"] for r in requests} == {"accuracy"} and len(requests) == len(
         json.loads((ROOT / "challenges/efficient-decode/prompts.json").read_text())["prompts"]) + 24
-    assert any(k.endswith("loadgen/attempt=1/accuracy/mlperf_log_detail.txt")
-               for k in lake.loadgen_logs("efficient-decode", sid))
+    assert lake.evaluation_prefix("efficient-decode", sid) + "loadgen/attempt=1/accuracy/mlperf_log_detail.txt" \
+        in lake.loadgen_logs("efficient-decode", sid)
     assert lake.has_run("telemetry", "efficient-decode", sid, 1)
 
     # an operator re-materializes only the evaluation: the image (removed after each run) is rebuilt
