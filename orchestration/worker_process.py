@@ -29,10 +29,12 @@ def check_devices(devices: Devices | None) -> None:
         for part in devices.cpuset.split(","):
             lo, _, hi = part.partition("-")
             cpus.update(range(int(lo), int(hi or lo) + 1))
-        missing = cpus - os.sched_getaffinity(0)
+        # the host's CPUs, not this process's affinity (an interference guard may have moved us off some)
+        host = set(range(os.cpu_count() or 1))
+        missing = cpus - host
         if missing:
             raise ValueError(f"--devices cpuset={devices.cpuset}: CPU(s) {sorted(missing)} are not on this host "
-                             f"(it has {sorted(os.sched_getaffinity(0))})")
+                             f"(it has {sorted(host)})")
     if devices.gpus and shutil.which("nvidia-smi"):
         listed = subprocess.run(["nvidia-smi", "--query-gpu=uuid,index", "--format=csv,noheader"],
                                 capture_output=True, text=True, timeout=30).stdout
