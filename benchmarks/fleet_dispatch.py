@@ -58,6 +58,16 @@ def wait_started(instance, sid: str, timeout: float = 900):
     raise TimeoutError(f"{sid} never started")
 
 
+def wait_finished(instance, sid: str, timeout: float = 1800):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = run_of(instance, sid)
+        if rec is not None and rec.dagster_run.is_finished:
+            return rec
+        time.sleep(0.2)
+    raise TimeoutError(f"{sid} never finished")
+
+
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
@@ -120,9 +130,13 @@ def latency(mode: str, n: int) -> list[float]:
             time.sleep(1)
             wait_started(instance, put(bucket, tmp)[0])
             out = []
+            previous = None
             for _ in range(n):
+                if previous:       # dispatch to an idle pool: the previous run has ended
+                    wait_finished(instance, previous)
                 sid, t = put(bucket, tmp)
                 rec = wait_started(instance, sid)
+                previous = sid
                 out.append(rec.start_time - t)
                 print(f"  {mode} {sid}: {out[-1]:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
             return out
