@@ -166,7 +166,8 @@ class Submissions:
                            {"Retry-After": str(CONCURRENCY_RETRY_S)})
 
     def _withdraw(self, sub: Submission) -> None:
-        """Undo a half-written hand-over (marker first: the sensor must not see a marker without a zip)."""
+        """Undo a half-written hand-over (the bucket removes the marker first: the sensor must not see a
+        marker without a zip), and the lake's row."""
         self.bucket.withdraw(sub.challenge, sub.id)
         self.lake.delete_submission(sub.challenge, sub.id)
 

@@ -21,14 +21,15 @@ def healthz(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:  # report, do not raise: this is what the probe is for
         checks["database"] = f"error: {exc.__class__.__name__}"
-    bucket = as_storage(request.app.state.settings.bucket)
-    if bucket.is_local:
-        checks["bucket"] = "ok" if os.path.isdir(bucket.root) and os.access(bucket.root, os.W_OK) else "error: not writable"
+    storage = request.app.state.submissions.bucket.storage
+    if storage.is_local:
+        root = storage.root
+        checks["bucket"] = "ok" if os.path.isdir(root) and os.access(root, os.W_OK) else "error: not writable"
     else:
         try:
-            bucket.list_dirs("incoming/")
+            storage.list_after("status/", limit=1)
             checks["bucket"] = "ok"
-        except Exception as exc:
+        except Exception as exc:  # report, do not raise
             checks["bucket"] = f"error: {exc.__class__.__name__}"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503)
