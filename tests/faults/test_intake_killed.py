@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from conftest import bucket_files, make_user, make_zip, wait_for
+from faultkit import bucket_files, make_user, make_zip, wait_for
 
 PAD = 4 * 1024 * 1024  # incompressible bytes in the zip: the upload is several MiB
 

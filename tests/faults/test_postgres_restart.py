@@ -11,7 +11,7 @@ import psycopg
 
 from lake.tables import Lake
 
-from conftest import make_user, make_zip, wait_for
+from faultkit import make_user, make_zip, wait_for
 
 UPLOADERS = 2
 PER_UPLOADER = 5
