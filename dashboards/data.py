@@ -174,16 +174,16 @@ def telemetry(sid: str, attempt: int) -> pd.DataFrame:
 
 
 def loadgen_logs(challenge: str, sid: str) -> tuple[str, list[str]]:
-    """Where LoadGen's summary and detail logs of a submission are kept (a lake URI), and their names
-    relative to it."""
+    """Where LoadGen's summary and detail logs of a submission are kept (a storage URL), and their
+    names under it (``attempt=N/<run>/<file>``)."""
     lk = lake()
-    prefix = Lake.evaluation_prefix(challenge, sid) + "loadgen/"
-    return lk.uri(prefix), sorted(k[len(prefix):] for k in lk.loadgen_logs(challenge, sid))
+    prefix = lk.evaluation_prefix(challenge, sid) + "loadgen/"
+    return lk.uri(prefix), [k[len(prefix):] for k in lk.loadgen_logs(challenge, sid)]
 
 
-def loadgen_log_text(challenge: str, sid: str, name: str, limit: int = 20_000) -> str:
+def loadgen_text(challenge: str, sid: str, name: str, limit: int = 20_000) -> str:
     lk = lake()
-    with lk.storage.open(Lake.evaluation_prefix(challenge, sid) + "loadgen/" + name) as fh:
+    with lk.storage.open(lk.evaluation_prefix(challenge, sid) + "loadgen/" + name) as fh:
         return fh.read(limit).decode("utf-8", errors="replace")
 
 

@@ -35,8 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         db.migrate()
-        settings.bucket.mkdir(parents=True, exist_ok=True)
-        settings.lake.mkdir(parents=True, exist_ok=True)
         yield
         db.dispose()
 

@@ -275,12 +275,12 @@ def show_logs(challenge: str, sid: str, viewer: Viewer) -> None:
     if files:
         st.markdown("LoadGen summary and detail logs, kept with the evaluation in the lake:")
         if viewer.is_admin:   # host paths are for operators
-            st.code(root, language=None)
+            st.code(str(root), language=None)
         st.caption(", ".join(files))
         summary = next((f for f in files if f.endswith("mlperf_log_summary.txt")), None)
         if summary is not None:
             with st.expander(summary):
-                st.code(data.loadgen_log_text(challenge, sid, summary), language=None)
+                st.code(data.loadgen_text(challenge, sid, summary), language=None)
     else:
         st.markdown("LoadGen logs: none kept for this submission"
                     + (f" (they would be under `{root}`)." if viewer.is_admin else "."))

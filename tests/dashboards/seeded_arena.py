@@ -2,7 +2,6 @@
 telemetry sampled by the real sidecar from a real container, and a Dagster instance with active runs."""
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 import uuid
@@ -146,18 +145,17 @@ def sample_telemetry(lake: Lake, seconds: float = 1.5):
         name=f"arena-dashboards-test-{uuid.uuid4().hex[:8]}",
         labels={LABEL_MANAGED: "1", "org.decode-arena.submission": ulid(10)})
     try:
-        files = {sid: Path(tempfile.mkdtemp(prefix="arena-dash-tel-")) / "telemetry.parquet"
-                 for sid in (FAST.id, BASELINE.id)}
-        measured = Sidecar.start(container.id, files[FAST.id], interval_s=0.2, docker_client=client)
-        replayed = Sidecar.start(container.id, files[BASELINE.id], interval_s=0.2,
+        local = Path(tempfile.mkdtemp(prefix="arena-seed-telemetry-"))
+        measured = Sidecar.start(container.id, local / "fast.parquet", interval_s=0.2,
+                                 docker_client=client)
+        replayed = Sidecar.start(container.id, local / "baseline.parquet", interval_s=0.2,
                                  docker_client=client, gpu_indices=(0,), nvml=ReplayNvml.from_file(TRACE))
         time.sleep(seconds)
         for sidecar in (measured, replayed):
             summary = sidecar.stop()
             assert not summary.crashed and summary.samples >= 3, summary
-        for sid, local in files.items():   # published like sandbox/evaluate.py does
-            assert lake.put_telemetry(CHALLENGE, sid, 1, local)
-            shutil.rmtree(local.parent)
+        lake.put_telemetry(CHALLENGE, FAST.id, 1, local / "fast.parquet")     # published as the platform does
+        lake.put_telemetry(CHALLENGE, BASELINE.id, 1, local / "baseline.parquet")
     except BaseException:
         container.remove(force=True)
         raise

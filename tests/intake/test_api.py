@@ -15,6 +15,7 @@ from intake.cli import main as arena_main
 from intake.client import ArenaClient
 from intake.models import Submission
 from lake.bucket import Marker
+from lake.tables import Lake
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,11 +41,11 @@ def test_upload_lands_zip_marker_and_status_in_the_bucket(arena, make_zip):
         assert body["status"] == "queued" and body["challenge"] == "efficient-decode"
         assert set(body["urls"]) >= {"self", "logs", "web"}
 
-        assert arena.bucket.zip_path("efficient-decode", sid).read_bytes() == zip_path.read_bytes()
-        marker = Marker.from_dict(json.loads(arena.bucket.marker_path("efficient-decode", sid).read_text()))
+        assert arena.bucket.read_zip("efficient-decode", sid) == zip_path.read_bytes()
+        marker = Marker.from_dict(arena.bucket.storage.get_json(arena.bucket.marker_key("efficient-decode", sid)))
         assert (marker.id, marker.user, marker.challenge) == (sid, "alice", "efficient-decode")
         assert arena.bucket.status(sid)["status"] == "queued"
-        assert (arena.settings.lake / "submissions" / "challenge=efficient-decode" / f"{sid}.parquet").exists()
+        assert Lake(arena.settings.lake).storage.exists(Lake.submission_key("efficient-decode", sid))
 
         detail = http.get(f"/api/v1/submissions/{sid}").json()
         assert detail["status"] == "queued" and detail["result"] is None and "queued" in detail["timings"]
@@ -338,3 +339,29 @@ def test_logs_socket_refuses_strangers(arena, make_zip):
         with pytest.raises(ArenaError) as refused:
             list(ArenaClient(arena.url, token).logs(sid, follow=True))
         assert refused.value.code == code
+
+
+def test_intake_configured_from_the_environment_serves_storage_urls(tmp_path, make_zip):
+    """ARENA_BUCKET_URL / ARENA_LAKE_URL are storage URLs (lake/storage.py): intake starts on them,
+    reports a healthy bucket, and hands an upload over through them."""
+    from conftest import free_socket, serve
+    from intake.app import create_app
+    from intake.config import Settings
+    from intake.security import create_user
+
+    home = tmp_path / "env-home"
+    settings = Settings.from_env({"ARENA_HOME": str(home), "ARENA_SECRET_KEY": "s" * 40,
+                                  "ARENA_BUCKET_URL": f"file://{tmp_path / 'b'}",
+                                  "ARENA_LAKE_URL": f"file://{tmp_path / 'l'}"})
+    assert isinstance(settings.bucket, str) and settings.bucket.startswith("file://")
+    sock = free_socket()
+    app = create_app(settings)
+    with serve(app, sock):
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        assert httpx.get(f"{url}/healthz").json()["checks"]["bucket"] == "ok"
+        with app.state.db.session() as session, session.begin():
+            _, token = create_user(session, "alice")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+            answer = upload(http, make_zip("env"))
+    assert answer.status_code == 202, answer.text
+    assert (tmp_path / "b" / "incoming" / "efficient-decode" / f"{answer.json()['id']}.json").exists()
