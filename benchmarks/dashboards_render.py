@@ -135,7 +135,7 @@ def start_intake(home: Path):
     while not server.started:
         time.sleep(0.05)
     with app.state.db.session() as session, session.begin():
-        token = create_user(session, "bench-admin", admin=True)[1]
+        token = create_user(session, f"bench-admin-{os.getpid()}", admin=True)[1]   # a reused home has earlier ones
     return settings, server, token
 
 
