@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
@@ -16,7 +15,6 @@ from intake.metrics import IntakeMetrics
 from intake.routes import admin, health, leaderboard, submissions, web
 from intake.sessions import COOKIE as SESSION_COOKIE
 from intake.submissions import Submissions
-from lake.storage import as_storage
 
 
 ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -37,10 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         db.migrate()
-        for where in (settings.bucket, settings.lake):   # storage URLs (file:// or s3://) or paths
-            storage = as_storage(where)
-            if storage.is_local:
-                Path(storage.root).mkdir(parents=True, exist_ok=True)
         yield
         db.dispose()
 
@@ -48,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.submissions = Submissions(settings, db)
-    app.state.metrics = IntakeMetrics(settings.bucket)  # GET /metrics (ARENA_METRICS_TOKEN)
+    app.state.metrics = IntakeMetrics(settings.bucket, settings.lake)  # GET /metrics (ARENA_METRICS_TOKEN)
     app.state.ws_open = {}  # user id -> log sockets open in this process (ARENA_WS_PER_USER)
     app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=SESSION_COOKIE,
                        max_age=settings.session_max_age_s, same_site="lax",

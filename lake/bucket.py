@@ -117,6 +117,15 @@ class Bucket:
     def delete_zip(self, challenge: str, sid: str) -> None:
         self.storage.delete(self.zip_key(challenge, sid))
 
+    def writable(self) -> bool:
+        """Whether a key can be written and removed here (intake's health check)."""
+        try:
+            self.storage.put("_health/probe", b"ok")
+            self.storage.delete("_health/probe")
+            return True
+        except (OSError, ValueError):
+            return False
+
     # -- status ----------------------------------------------------------------------------
     @staticmethod
     def status_key(sid: str) -> str:

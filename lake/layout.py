@@ -70,7 +70,7 @@ class TableSpec:
 
 TABLES: dict[str, TableSpec] = {
     "submissions": TableSpec("submissions", 1, SUBMISSIONS_SCHEMA, (), ("challenge", "id"), "{id}.parquet"),
-    "evaluations": TableSpec("evaluations", 1, EVALUATIONS_SCHEMA, (), ("challenge", "submission_id"),
+    "evaluations": TableSpec("evaluations", 2, EVALUATIONS_SCHEMA, (), ("challenge", "submission_id"),
                              "evaluation.parquet"),
     "requests": TableSpec("requests", 1, REQUESTS_SCHEMA, ("challenge", "submission_id", "attempt"),
                           ("challenge", "submission_id", "attempt"), "requests.parquet"),

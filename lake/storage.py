@@ -72,6 +72,8 @@ class Storage:
 
     # -- names -----------------------------------------------------------------------------------
     def _p(self, key: str) -> str:
+        if ".." in key.split("/") or "\\" in key or "\0" in key:
+            raise ValueError(f"storage key {key!r}: '..', backslashes and NUL are refused (keys stay under the root)")
         return f"{self.root}/{key.lstrip('/')}" if key else self.root
 
     def uri(self, key: str) -> str:

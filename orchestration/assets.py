@@ -6,6 +6,9 @@ Anything a submission does wrong ends as data (a terminal status with a reason),
 Dagster run; a failed run means the platform itself broke (see sensors.platform_failure_sensor).
 """
 
+import tempfile
+from pathlib import Path
+
 from dagster import AssetExecutionContext, DynamicPartitionsDefinition, MetadataValue, Output, asset
 
 from challenges import challenge_names
@@ -34,10 +37,12 @@ def build(storage: ArenaStorage, sandbox: Sandbox, sid: str) -> dict:
     marker = _marker(storage, sid)
     bucket.set_status(sid, "building")
     tag = f"arena-sub/{sid.lower()}:latest"
-    bucket.log_path(sid, "build").unlink(missing_ok=True)   # a rerun starts its build log afresh
-    result = build_submission_zip(bucket.zip_path(marker.challenge, sid), tag, sandbox.settings(),
-                                  lambda line: bucket.append_log(sid, "build", line),
-                                  labels={LABEL_SUBMISSION: sid})
+    bucket.clear_log(sid, "build")   # a rerun starts its build log afresh
+    with tempfile.TemporaryDirectory(prefix="arena-zip-") as tmp:
+        zip_file = bucket.fetch_zip(marker.challenge, sid, Path(tmp) / f"{sid}.zip")   # FileNotFoundError: lost
+        result = build_submission_zip(zip_file, tag, sandbox.settings(),
+                                      lambda line: bucket.append_log(sid, "build", line),
+                                      labels={LABEL_SUBMISSION: sid})
     bucket.append_log(sid, "build", f"[arena] build {'succeeded' if result.ok else 'failed'} "
                                     f"in {result.seconds:.1f} s" + (f": {result.error}" if result.error else ""))
     return {"ok": result.ok, "tag": tag, "image_id": result.image_id, "size_bytes": result.size_bytes,
@@ -54,7 +59,7 @@ def submission_image(context: AssetExecutionContext, storage: ArenaStorage, sand
 
 
 def collaborators(storage: ArenaStorage, sandbox: Sandbox) -> Collaborators:
-    settings = sandbox.settings()
+    settings = sandbox.settings()        # the worker's devices applied (sandbox/devices.py)
     return Collaborators(
         bucket=storage.bucket(), lake=storage.lake(), operator=OperatorStore(), models_dir=storage.models_dir(),
         settings=settings, devices={"cpuset": settings.cpuset, "gpus": list(settings.gpus)},

@@ -20,7 +20,7 @@ from typing import Callable
 from challenges import Challenge, load_challenge
 from lake.bucket import Bucket
 from lake.operator import OperatorStore
-from lake.tables import REQUESTS_SCHEMA, Lake
+from lake.tables import Lake
 from sandbox.build import remove_image
 from sandbox.config import SandboxSettings
 from sandbox.evaluate import Workload, evaluate_image
@@ -48,7 +48,7 @@ class StoredEvaluation:
     attempt: int
     result: dict
     requests: int
-    path: Path
+    path: str               # the lake key of result.json
 
 
 def settings_for(challenge: Challenge, settings: SandboxSettings) -> SandboxSettings:
@@ -74,14 +74,15 @@ def evaluate_submission(sid: str, image: dict, c: Collaborators) -> StoredEvalua
                               detail=image["error"], base_image=image.get("base_image"), devices=c.devices)
         return _store(sid, attempt, result, c, requests=[])
     c.bucket.set_status(sid, "running")
-    c.bucket.log_path(sid, "run").unlink(missing_ok=True)
+    c.bucket.clear_log(sid, "run")
     settings = settings_for(challenge, c.settings)
     workload = Workload.for_challenge(challenge, seed=c.seed(), **c.workload_overrides)
     telemetry = None
-    if c.telemetry is not None:
-        path = c.lake.telemetry_path(challenge.name, sid, attempt)
-        telemetry = lambda container_id: c.telemetry(container_id, path, settings)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="arena-loadgen-") as tmp:
+        # the sidecar writes a local file; the lake publishes it (atomically, journaled) after the run
+        telemetry_file = Path(tmp) / "telemetry.parquet"
+        if c.telemetry is not None:
+            telemetry = lambda container_id: c.telemetry(container_id, telemetry_file, settings)  # noqa: E731
         try:
             ev = evaluate_image(image["tag"], submission_id=sid, challenge=challenge.name, workload=workload,
                                 model_dir=challenge.model_dir(c.models_dir), settings=settings, log_root=Path(tmp),
@@ -94,12 +95,13 @@ def evaluate_submission(sid: str, image: dict, c: Collaborators) -> StoredEvalua
         for line in ev.stderr.splitlines():
             c.bucket.append_log(sid, "run", f"[stderr] {line}")
         c.lake.keep_loadgen_logs(challenge.name, sid, attempt, ev.loadgen_dirs)
+        c.lake.put_telemetry(challenge.name, sid, attempt, telemetry_file)
     c.operator.write(sid, attempt, ev.operator_record)
     return _store(sid, attempt, ev.result, c, requests=ev.requests)
 
 
 def _store(sid: str, attempt: int, result: dict, c: Collaborators, requests: list[dict]) -> StoredEvaluation:
-    c.lake.write_requests(result["challenge"], sid, attempt, requests, REQUESTS_SCHEMA)
+    c.lake.write_requests(result["challenge"], sid, attempt, requests)
     path = c.lake.write_evaluation(result, attempt)
     c.bucket.set_status(sid, result["status"], result["reason"], detail=result["measurement"].get("detail"))
     return StoredEvaluation(attempt, result, len(requests), path)

@@ -68,8 +68,9 @@ INTAKE_SECRETS = ("ARENA_SECRET_KEY", "ARENA_DATABASE_URL", "ARENA_GITHUB_CLIENT
 #: Dagster's instance and the engine (admin page).
 STREAMLIT_ENV = ("ARENA_HOME", "ARENA_BUCKET_URL", "ARENA_LAKE_URL", "ARENA_S3_ENDPOINT_URL", "ARENA_DATABASE_URL",
                  "ARENA_SECRET_KEY", "ARENA_PUBLIC_URL", "ARENA_HOST", "ARENA_PORT", "ARENA_DEFAULT_CHALLENGE",
-                 "DAGSTER_HOME", "ARENA_DAGSTER_MODE", "ARENA_DAGSTER_POSTGRES_URL", "ARENA_DAGSTER_POSTGRES_PASSWORD",
-                 *ENGINE_ENV)
+                 "DAGSTER_HOME", "ARENA_DAGSTER_POSTGRES_URL", *ENGINE_ENV,
+                 # fleet mode: the instance's password reference, and the launcher's broker it names
+                 "ARENA_DAGSTER_MODE", "ARENA_DAGSTER_POSTGRES_PASSWORD", "ARENA_REDIS_URL", "ARENA_POOLS_FILE")
 
 
 def service_env(name: str, env: dict[str, str] | None = None) -> dict[str, str]:

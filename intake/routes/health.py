@@ -1,11 +1,10 @@
 """/healthz: the database answers and the bucket is writable."""
 from __future__ import annotations
 
-import os
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
+
 
 router = APIRouter(tags=["health"])
 
@@ -19,16 +18,7 @@ def healthz(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:  # report, do not raise: this is what the probe is for
         checks["database"] = f"error: {exc.__class__.__name__}"
-    storage = request.app.state.submissions.bucket.storage
-    if storage.is_local:
-        root = storage.root
-        checks["bucket"] = "ok" if os.path.isdir(root) and os.access(root, os.W_OK) else "error: not writable"
-    else:
-        try:
-            storage.list_after("status/", limit=1)
-            checks["bucket"] = "ok"
-        except Exception as exc:  # report, do not raise
-            checks["bucket"] = f"error: {exc.__class__.__name__}"
+    checks["bucket"] = "ok" if request.app.state.submissions.bucket.writable() else "error: not writable"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503)
 

@@ -97,7 +97,7 @@ def test_explorer_shows_a_measured_run_its_missing_metrics_and_its_logs(page, st
     expect(page.get_by_text("Replayed trace")).to_have_count(0)
     expect(page.get_by_text("GPU power (W)")).to_have_count(0)      # no GPU rows: no GPU charts
     expect(page.get_by_text("CPU (% of one core)")).to_be_visible()
-    loadgen = arena.lake.evaluation_dir("efficient-decode", FAST.id) / "loadgen"
+    loadgen = arena.lake.uri(arena.lake.evaluation_prefix("efficient-decode", FAST.id) + "loadgen/")
     expect(page.get_by_text(str(loadgen), exact=True)).to_be_visible()
     expect(page.get_by_text("attempt=1/perf-1/mlperf_log_summary.txt").first).to_be_visible()
     snapshot(page, screenshots / "explorer-measured.png")

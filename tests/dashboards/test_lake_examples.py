@@ -25,7 +25,7 @@ def test_the_examples_file_names_five_queries():
 
 @pytest.fixture(scope="module")
 def lake_sql(arena):
-    con = connect(arena.lake.root)
+    con = connect(arena.lake)
 
     def run(name: str) -> list[dict]:
         cur = con.execute(examples()[name])

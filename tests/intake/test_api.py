@@ -15,6 +15,7 @@ from intake.cli import main as arena_main
 from intake.client import ArenaClient
 from intake.models import Submission
 from lake.bucket import Marker
+from lake.tables import Lake
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,10 +42,10 @@ def test_upload_lands_zip_marker_and_status_in_the_bucket(arena, make_zip):
         assert set(body["urls"]) >= {"self", "logs", "web"}
 
         assert arena.bucket.read_zip("efficient-decode", sid) == zip_path.read_bytes()
-        marker = Marker.from_dict(json.loads(arena.bucket.storage.get(arena.bucket.marker_key("efficient-decode", sid))))
+        marker = Marker.from_dict(arena.bucket.storage.get_json(arena.bucket.marker_key("efficient-decode", sid)))
         assert (marker.id, marker.user, marker.challenge) == (sid, "alice", "efficient-decode")
         assert arena.bucket.status(sid)["status"] == "queued"
-        assert (arena.settings.lake / "submissions" / "challenge=efficient-decode" / f"{sid}.parquet").exists()
+        assert Lake(arena.settings.lake).storage.exists(Lake.submission_key("efficient-decode", sid))
 
         detail = http.get(f"/api/v1/submissions/{sid}").json()
         assert detail["status"] == "queued" and detail["result"] is None and "queued" in detail["timings"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from dagster import materialize
 from ulid import ULID
@@ -44,7 +43,7 @@ def test_a_failing_build_ends_failed_with_reason_build_and_its_log(bucket, insta
     status = bucket.status(sid)
     assert (status["status"], status["reason"]) == ("failed", "build")
     assert "docker build exited" in status["detail"]
-    assert "fails on purpose" in bucket.log_path(sid, "build").read_text()
+    assert "fails on purpose" in bucket.log_text(sid, "build")
     result = Lake(StorageSettings.from_env().lake).read_result("efficient-decode", sid)
     validate_result(result)
     assert result["metrics"]["tokens_per_second"] is None
@@ -62,11 +61,12 @@ def test_a_wrong_decoder_is_scored_rejected_and_listed_unranked(bucket, instance
     lake = Lake(StorageSettings.from_env().lake)
     result = lake.read_result("efficient-decode", sid)
     assert result["metrics"]["accuracy"] < 0.99 and result["metrics"]["tokens_per_second"] is None
-    requests = pq.read_table(lake.requests_dir("efficient-decode", sid, 1)).to_pylist()
+    requests = lake.read_run("requests", "efficient-decode", sid, 1).to_pylist()
     assert {r["run"] for r in requests} == {"accuracy"} and len(requests) == len(
         json.loads((ROOT / "challenges/efficient-decode/prompts.json").read_text())["prompts"]) + 24
-    assert (lake.evaluation_dir("efficient-decode", sid) / "loadgen/attempt=1/accuracy/mlperf_log_detail.txt").exists()
-    assert list(lake.telemetry_dir("efficient-decode", sid, 1).glob("*.parquet"))
+    assert lake.evaluation_prefix("efficient-decode", sid) + "loadgen/attempt=1/accuracy/mlperf_log_detail.txt" \
+        in lake.loadgen_logs("efficient-decode", sid)
+    assert lake.has_run("telemetry", "efficient-decode", sid, 1)
 
     # an operator re-materializes only the evaluation: the image (removed after each run) is rebuilt
     rerun = materialize([submission_image, evaluation, scores], partition_key=sid, instance=instance, resources=RESOURCES,
@@ -85,7 +85,7 @@ def test_a_run_that_breaks_still_leaves_a_terminal_status(bucket, instance, tmp_
     from orchestration.sensors import platform_failure_sensor, run_tags
 
     sid = submit(bucket, instance, ROOT / "examples/wrong", tmp_path, "carol")
-    bucket.zip_path("efficient-decode", sid).unlink()      # the platform lost the upload
+    bucket.delete_zip("efficient-decode", sid)      # the platform lost the upload
     run = materialize([submission_image, evaluation, scores], partition_key=sid, instance=instance,
                       resources=RESOURCES, raise_on_error=False, tags=run_tags(sid, "cpu", 0))
     assert not run.success

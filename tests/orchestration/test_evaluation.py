@@ -7,7 +7,6 @@ import os
 import stat
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from intake.cli import main as arena_main
@@ -41,7 +40,11 @@ def collaborators(bucket, tmp_path, models_dir=None, **overrides) -> Collaborato
                          devices={"cpuset": settings.cpuset, "gpus": []}, **overrides)
 
 
-def files_holding(root: Path, needle: bytes) -> list[Path]:
+def files_holding(url: str, needle: bytes) -> list[Path]:
+    """Files under a file:// storage URL whose bytes hold `needle`."""
+    assert url.startswith("file://"), url
+    root = Path(url[len("file://"):])
+    assert root.is_dir(), root
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
@@ -58,8 +61,8 @@ def test_an_evaluation_from_image_to_stored_result_with_its_audit_trail(bucket, 
     assert m["framing"] == "json" and result["environment"]["devices"]["cpuset"] == c.settings.cpuset
     assert bucket.status(sid)["status"] == "success"
     lake = c.lake
-    assert json.loads((lake.evaluation_dir("efficient-decode", sid) / "attempt-1.json").read_text()) == result
-    rows = pq.read_table(lake.requests_dir("efficient-decode", sid, 1)).to_pylist()
+    assert lake.read_result("efficient-decode", sid, attempt=1) == result
+    rows = lake.read_run("requests", "efficient-decode", sid, 1).to_pylist()
     assert len(rows) == m["prompts_sent"]
 
     # the seed: operator-only storage, 0600, nowhere in the lake or the bucket

@@ -9,6 +9,7 @@ from ulid import ULID
 from lake.bucket import Marker
 from lake.vocabulary import utc_iso
 from orchestration.sensors import RERUN_PRIORITY, intake_sensor
+from tests.s3server import s3_server, s3_url  # noqa: F401
 
 
 def put(bucket, tmp_path, sid: str, **fields) -> Marker:
@@ -64,3 +65,15 @@ def test_an_operator_rerun_is_a_new_high_priority_run_of_the_same_partition(buck
     result = tick(instance, cursor)
     assert [(r.run_key, r.partition_key) for r in result.run_requests] == [(key, m.id)]
     assert result.run_requests[0].tags["dagster/priority"] == str(RERUN_PRIORITY)
+
+
+def test_the_sensor_reads_markers_from_s3_after_the_cursor(arena_home, instance, tmp_path, s3_url, monkeypatch):  # noqa: F811
+    from lake.bucket import Bucket
+    monkeypatch.setenv("ARENA_BUCKET_URL", s3_url)
+    bucket = Bucket(s3_url)
+    a = put(bucket, tmp_path, str(ULID()))
+    first = tick(instance)
+    assert [r.run_key for r in first.run_requests] == [a.id]
+    b = put(bucket, tmp_path, str(ULID()))
+    second = tick(instance, first.cursor)
+    assert [r.run_key for r in second.run_requests] == [b.id] and second.cursor == b.id
