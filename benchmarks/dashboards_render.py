@@ -3,15 +3,18 @@ the real Streamlit app over it, each page timed in Debian's Chromium through Pla
 
     python benchmarks/dashboards_render.py --submissions 10000
 
-The lake is written by benchmarks/lake_scale.py's generator (the lake's own writers, then compaction)
-and the leaderboard is built; the bucket gets one marker and one status per submission (all finished,
+The lake is written through the lake's own writers with benchmarks/lake_scale.py's values, then
+compacted, and the leaderboard is built: every submission has its submission and evaluation rows, one in
+N/--runs also its requests and telemetry (the explorer reads one run's rows; lake_scale.py measures
+per-run reads at full telemetry scale); the bucket gets one marker and one status per submission (all finished,
 plus --active submissions still queued/building/running on two pools). Intake runs in-process (uvicorn)
 so the browser logs in with a real session, as the dashboards require.
 
 A page's render time is from navigation to its final element being visible and Streamlit's script having
 finished (``data-test-script-state="notRunning"``). Each page is opened --repeats times, waiting past the
 dashboards' cache TTL between opens, so every figure is a cold read of the lake (the median is
-reported, with the host load). Ends with one JSON line. Speed is measured here, never asserted in tests.
+reported, with the host load), after one untimed open of each page (the Streamlit process's first run
+imports the app). Ends with one JSON line. Speed is measured here, never asserted in tests.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from lake_scale import CHALLENGE, compact, generate_parallel, load  # noqa: E402
+from lake_scale import CHALLENGE, T0, compact, load, requests_table, result_json, telemetry_table  # noqa: E402
 
 from lake.bucket import Bucket, Marker  # noqa: E402
 from lake.leaderboard import build_leaderboard  # noqa: E402
@@ -49,18 +52,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def seed(home: Path, n: int, active: int, workers: int) -> dict:
+def generate_slice(args: tuple) -> int:
+    """Submissions first..first+n through the lake's writers (lake_scale's values): every one gets its
+    submission and evaluation rows and result JSON; one in ``every`` also gets its requests (64) and
+    telemetry (30 s at 1 Hz, half with GPU rows): the runs the explorer opens."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from ulid import ULID
+    root, first, n, participants, every = args
+    lake, rng = Lake(root), np.random.default_rng(first)
+    tmp = Path(tempfile.mkdtemp(prefix="arena-dash-gen-"))
+    span_s = 180 * 86400
+    created = np.sort(T0 + rng.uniform(0, span_s, n))
+    for i in range(n):
+        sid = str(ULID.from_timestamp(float(created[i])))
+        lake.write_submission({"id": sid, "challenge": CHALLENGE, "user": f"user-{int(rng.integers(0, participants)):05d}",
+                               "display_name": None, "sha256": f"{first + i:064x}", "size_bytes": 1 << 20,
+                               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created[i]))})
+        result = result_json(sid, rng, float(created[i]))
+        lake.write_evaluation(result, attempt=1)
+        if result["status"] == "failed" or (first + i) % every:
+            continue
+        start_ns = int(created[i] * 1e9)
+        lake.write_requests(CHALLENGE, sid, 1, requests_table(rng, 64, start_ns))
+        pq.write_table(telemetry_table(rng, 30, 1.0, start_ns, gpu=rng.random() < 0.5), tmp / "t.parquet")
+        lake.put_telemetry(CHALLENGE, sid, 1, tmp / "t.parquet")
+    return n
+
+
+def seed(home: Path, n: int, active: int, workers: int, runs: int) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
     lake, bucket = Lake(home / "lake"), Bucket(home / "bucket")
     t = time.perf_counter()
-    generate_parallel(home / "lake", n, workers, max(1, n // 5), 64, 30.0, 1.0, 0.5, 7)
+    size = -(-n // workers)
+    every = max(1, n // max(1, runs))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(generate_slice, [(str(home / "lake"), s, min(size, n - s), max(1, n // 5), every)
+                                       for s in range(0, n, size)]))
     os.environ["ARENA_LAKE_COMPACT_GRACE_S"] = "0"
     compact(lake)
     build_leaderboard(lake, CHALLENGE)
     lake_s = time.perf_counter() - t
     t = time.perf_counter()
-    con = connect(lake, tables=("submissions", "evaluations"))
+    con = connect(lake, tables=("submissions", "evaluations", "requests"))
     rows = con.execute('SELECT s.id, s."user", s.created_at, e.status, e.reason FROM submissions s '
                        "JOIN evaluations e ON e.submission_id = s.id ORDER BY s.id").fetchall()
+    with_runs = [r[0] for r in con.execute("SELECT DISTINCT submission_id FROM requests ORDER BY 1").fetchall()]
     con.close()
     empty = home / "empty.zip"
     empty.write_bytes(b"PK\x05\x06" + b"\0" * 18)
@@ -77,7 +114,7 @@ def seed(home: Path, n: int, active: int, workers: int) -> dict:
                               empty)
         bucket.set_status(sid, ("queued", "building", "running")[i % 3])
     return {"lake_s": round(lake_s, 1), "bucket_s": round(time.perf_counter() - t, 1), "markers": len(rows) + active,
-            "sids": [r[0] for r in rows if r[3] != "failed"]}
+            "sids": with_runs}
 
 
 def start_intake(home: Path):
@@ -132,16 +169,21 @@ def measure(url: str, intake_url: str, token: str, pages: list[tuple[str, str, s
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
+        page.set_default_timeout(300_000)
         page.goto(f"{intake_url}/login")
         page.fill('input[name="token"]', token)
         page.locator('form[action="/login/token"] button, form[action="/login/token"] input[type="submit"]').click()
         page.wait_for_url(f"{intake_url}/submissions")
+        for name, path, final in pages:   # once each, untimed: Streamlit's first run imports the app
+            page.goto(f"{url}/{path}", wait_until="commit")
+            expect(page.get_by_role("heading", name=re.compile(final))).to_be_visible()
+            expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_have_count(1)
         for name, path, final in pages:
             times = []
             for _ in range(repeats):
                 time.sleep(TTL_S + 1)
                 t = time.perf_counter()
-                page.goto(f"{url}/{path}")
+                page.goto(f"{url}/{path}", wait_until="commit")
                 expect(page.get_by_role("heading", name=re.compile(final))).to_be_visible()
                 expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_have_count(1)
                 times.append(time.perf_counter() - t)
@@ -158,12 +200,13 @@ def main(argv=None) -> int:
     ap.add_argument("--active", type=int, default=30, help="unfinished submissions in the bucket")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=200, help="submissions that get requests and telemetry")
     ap.add_argument("--home", type=Path, default=None, help="keep (or reuse) the synthetic arena here")
     args = ap.parse_args(argv)
     home = args.home or Path(tempfile.mkdtemp(prefix="arena-dash-bench-"))
     out: dict = {"submissions": args.submissions, "home": str(home), "load_before": load()}
     if not (home / "lake").exists():
-        info = seed(home, args.submissions, args.active, args.workers)
+        info = seed(home, args.submissions, args.active, args.workers, args.runs)
         (home / "sids.json").write_text(json.dumps(info.pop("sids")))
         out |= info
         print(f"seeded: {info}; load {load()}", file=sys.stderr, flush=True)

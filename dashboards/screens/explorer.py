@@ -235,7 +235,7 @@ def show_token_timeline(label: str, sid: str, attempt: int) -> None:
         x=alt.X("start:Q", title="ms since the run's first request"), x2="end:Q",
         y=alt.Y("request:O", title="request", axis=alt.Axis(labels=False, ticks=False)),
         color=alt.Color("phase:N", title=None), tooltip=["request_id", "phase", "start", "end", "tokens"])
-    st.altair_chart(chart.properties(height=min(400, 40 + 4 * len(tl))), width="stretch")
+    st.altair_chart(chart.properties(height=min(480, 80 + 8 * len(tl))), width="stretch")
 
 
 def show_compare(evals: pd.DataFrame, pair: list[tuple[str, str, int]], viewer: Viewer) -> None:

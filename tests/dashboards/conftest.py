@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from seeded_arena import ROOT, SeededArena, build_arena
 
 # The machine running the tests may be busy (six builds at once): give Streamlit time to render.
-expect.set_options(timeout=30_000)
+expect.set_options(timeout=90_000)
 
 
 @pytest.fixture(scope="session")
