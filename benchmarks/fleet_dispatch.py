@@ -48,7 +48,7 @@ def run_of(instance, sid: str):
     return records[0] if records else None
 
 
-def wait_started(instance, sid: str, timeout: float = 300):
+def wait_started(instance, sid: str, timeout: float = 900):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rec = run_of(instance, sid)
@@ -56,6 +56,16 @@ def wait_started(instance, sid: str, timeout: float = 300):
             return rec
         time.sleep(0.05)
     raise TimeoutError(f"{sid} never started")
+
+
+def wait_finished(instance, sid: str, timeout: float = 1800):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = run_of(instance, sid)
+        if rec is not None and rec.dagster_run.is_finished:
+            return rec
+        time.sleep(0.2)
+    raise TimeoutError(f"{sid} never finished")
 
 
 def pct(values, q):
@@ -92,7 +102,11 @@ class Embedded:
         import signal
         if getattr(self, "proc", None) is not None:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
 
 
 def fleet_for(root: Path) -> LocalFleet:
@@ -106,6 +120,7 @@ def fleet_for(root: Path) -> LocalFleet:
 def latency(mode: str, n: int) -> list[float]:
     with tempfile.TemporaryDirectory(prefix=f"fleet-bench-{mode}-") as tmp:
         tmp = Path(tmp)
+        print(f"{mode}: in {tmp}", flush=True)
         plane = Embedded(tmp) if mode == "embedded" else fleet_for(tmp)
         try:
             plane.start() if mode == "embedded" else plane.start(webserver=False)
@@ -115,10 +130,15 @@ def latency(mode: str, n: int) -> list[float]:
             time.sleep(1)
             wait_started(instance, put(bucket, tmp)[0])
             out = []
+            previous = None
             for _ in range(n):
+                if previous:       # dispatch to an idle pool: the previous run has ended
+                    wait_finished(instance, previous)
                 sid, t = put(bucket, tmp)
                 rec = wait_started(instance, sid)
+                previous = sid
                 out.append(rec.start_time - t)
+                print(f"  {mode} {sid}: {out[-1]:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
             return out
         finally:
             plane.stop()
@@ -170,10 +190,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["latency", "queue"])
     p.add_argument("--n", type=int, default=20)
+    p.add_argument("--modes", default="embedded,fleet", help="latency: which modes, in order")
     args = p.parse_args()
     print("host load before:", os.getloadavg())
     if args.what == "latency":
-        for mode in ("embedded", "fleet"):
+        for mode in args.modes.split(","):
             v = latency(mode, args.n)
             print(f"{mode:9} marker -> run STARTED over {len(v)}: p50 {pct(v, 50):.2f} s, p99 {pct(v, 99):.2f} s, "
                   f"mean {statistics.mean(v):.2f} s, max {max(v):.2f} s")

@@ -9,7 +9,7 @@ VENV=$(realpath "${VENV:-.venv}")
 export ARENA_HOME=$(mktemp -d)
 trap 'kill $SERVER 2>/dev/null; rm -rf "$ARENA_HOME"' EXIT
 PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export ARENA_PORT=$PORT ARENA_PUBLIC_URL=http://127.0.0.1:$PORT ARENA_DAILY_QUOTA=100000 ARENA_MAX_CONCURRENT=100000
+export ARENA_PORT=$PORT ARENA_PUBLIC_URL=http://127.0.0.1:$PORT ARENA_DAILY_QUOTA=100000 ARENA_MAX_CONCURRENT=100000 ARENA_UPLOAD_RATE_LIMIT=100000
 TOKEN=$("$VENV/bin/arena" admin create-user fuzzer --admin 2>/dev/null)
 "$VENV/bin/python" -m intake >"$ARENA_HOME/server.log" 2>&1 &
 SERVER=$!

@@ -66,7 +66,7 @@ def main() -> int:
         settings = Settings(home=home, bucket=home / "bucket", lake=home / "lake",
                             database_url=args.database_url or f"sqlite:///{home / 'arena.db'}",
                             secret_key="bench-" + "x" * 32, port=port, public_url=f"http://127.0.0.1:{port}",
-                            daily_quota=10 * args.n, max_concurrent=10 * args.n)
+                            daily_quota=10 * args.n, max_concurrent=10 * args.n, upload_rate_limit=10 * args.n)
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()

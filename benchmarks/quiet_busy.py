@@ -109,6 +109,9 @@ def main() -> None:
                                "remeasured": inter.get("remeasured"), "disturbed": inter.get("disturbed"),
                                "foreign": [r_["foreign_fraction"] for r_ in runs],
                                "steal": [r_["steal_fraction"] for r_ in runs],
+                               # threads pinned to the evaluation CPU that isolation cannot move
+                               # (another evaluation there): the host was not quiet
+                               "unmovable": [(r_.get("eviction") or {}).get("unmovable_threads") for r_ in runs],
                                "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                                "seconds": round(time.monotonic() - t0, 1)}
                         rows.append(row)
@@ -116,7 +119,7 @@ def main() -> None:
                             tps.append(row["tokens_per_second"])
                         print(f"  eval {i}: {row['tokens_per_second'] or 0:8.2f} tok/s  runs {row['runs_tps']} "
                               f"valid={row['valid']} remeasured={row['remeasured']} disturbed={row['disturbed']} "
-                              f"foreign={row['foreign']} steal={row['steal']} load={row['load_1m']} "
+                              f"foreign={row['foreign']} steal={row['steal']} unmovable={row['unmovable']} load={row['load_1m']} "
                               f"{row['seconds']} s {r['status']} {meas.get('detail') or ''}")
                 out[name] = {"summary": summary(tps), "evaluations": rows}
                 s = out[name]["summary"]

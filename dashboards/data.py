@@ -5,7 +5,10 @@ each click does not re-scan the lake each time. Nothing here writes.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards.format import missing, text
+from dashboards.queue import QueueEntry, depth_by_pool, read_queue
 from lake.bucket import Bucket
 from lake.vocabulary import (ACTIVE_STATUSES, LABEL_MANAGED, LABEL_SUBMISSION, TAG_PRIORITY, TAG_QUEUE,
                              TAG_SUBMISSION, TERMINAL_STATUSES, parse_utc_iso)
@@ -80,17 +84,31 @@ def leaderboard_built_at(challenge: str) -> datetime | None:
     return datetime.fromtimestamp(built, timezone.utc) if built is not None else None
 
 
-def evaluations() -> pd.DataFrame:
-    """One row per evaluated submission, newest first, with who submitted it."""
-    if not has("evaluations"):
-        return pd.DataFrame(columns=["submission_id", "challenge", "status", "reason", "attempt", "label"])
+EVAL_LIST_LIMIT = 500
+
+
+def evaluations(participant: str | None = None, include: tuple[str, ...] = (),
+                limit: int = EVAL_LIST_LIMIT) -> pd.DataFrame:
+    """Evaluated submissions, newest first, with who submitted them: the newest ``limit`` (a picker of
+    10,000 would be slow and useless), plus the ids in ``include``; only ``participant``'s when given."""
+    cols = ["submission_id", "challenge", "status", "reason", "attempt", "finished_at", "participant",
+            "display_name", "label"]
+    if not has("evaluations") or (participant is not None and not has("submissions")):
+        return pd.DataFrame(columns=cols)
     join = ""
     who = "NULL AS participant, NULL AS display_name"
     if has("submissions"):
         join = "LEFT JOIN submissions s ON s.id = e.submission_id AND s.challenge = e.challenge"
         who = 's."user" AS participant, coalesce(s.display_name, s."user") AS display_name'
-    df = query(f"SELECT e.submission_id, e.challenge, e.status, e.reason, e.attempt, e.finished_at, {who} "
-               f"FROM evaluations e {join} ORDER BY e.submission_id DESC")
+    where = 'WHERE s."user" = $u' if participant is not None else ""
+    params = {"n": limit, "ids": list(include)}
+    if participant is not None:
+        params["u"] = participant
+    sql = (f"SELECT e.submission_id, e.challenge, e.status, e.reason, e.attempt, e.finished_at, {who} "
+           f"FROM evaluations e {join} {where}")
+    df = query(f"SELECT * FROM (({sql} ORDER BY e.submission_id DESC LIMIT $n) UNION "
+               f"(SELECT * FROM ({sql}) WHERE list_contains($ids, submission_id))) "
+               "ORDER BY submission_id DESC", params)
     df["label"] = [f"{sid} · {text(name)} · {status}" + ("" if missing(reason) else f" ({reason})")
                    for sid, name, status, reason in zip(df.submission_id, df.display_name, df.status, df.reason)]
     return df
@@ -170,25 +188,34 @@ def loadgen_text(challenge: str, sid: str, name: str, limit: int = 20_000) -> st
 
 
 # -- the queue (bucket) ----------------------------------------------------------------------------
+QUEUE_COLUMNS = ["submission_id", "challenge", "participant", "display_name", "queue", "priority", "status",
+                 "reason", "submitted_at", "updated_at"]
+
+
+def finished_ids() -> set[str]:
+    """Submissions whose latest evaluation in the lake ended (one small query, not 10,000 file reads)."""
+    if not has("evaluations"):
+        return set()
+    return set(query("SELECT DISTINCT submission_id FROM evaluations WHERE status IN "
+                     f"({', '.join(repr(s) for s in TERMINAL_STATUSES)})")["submission_id"])
+
+
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def queue() -> pd.DataFrame:
-    """Every submission intake committed, with the latest status orchestration wrote back."""
-    b = bucket()
-    rows = []
-    for marker in b.markers():
-        status = b.status(marker.id) or {}
-        rows.append({"submission_id": marker.id, "challenge": marker.challenge, "participant": marker.user,
-                     "display_name": marker.display_name, "queue": marker.queue, "priority": marker.priority,
-                     "status": status.get("status", "queued"), "reason": status.get("reason"),
-                     "submitted_at": _parse_ts(marker.created_at),
-                     "updated_at": _parse_ts(status.get("updated_at"))})
-    return pd.DataFrame(rows, columns=["submission_id", "challenge", "participant", "display_name", "queue",
-                                       "priority", "status", "reason", "submitted_at", "updated_at"])
+    """Submissions not yet finished in the lake, with the latest status orchestration wrote back;
+    ``attrs["finished"]``: how many markers the lake already holds a terminal evaluation for."""
+    entries, skipped = read_queue(bucket(), finished_ids())
+    df = pd.DataFrame([{"submission_id": e.submission_id, "challenge": e.challenge, "participant": e.participant,
+                        "display_name": e.display_name, "queue": e.pool, "priority": e.priority,
+                        "status": e.status, "reason": e.reason, "submitted_at": e.submitted_at,
+                        "updated_at": e.updated_at} for e in entries], columns=QUEUE_COLUMNS)
+    df.attrs["finished"] = skipped
+    return df
 
 
 def queue_counts(df: pd.DataFrame) -> dict[str, int]:
     counts = {s: int((df["status"] == s).sum()) for s in ACTIVE_STATUSES}
-    counts["terminal"] = int(df["status"].isin(TERMINAL_STATUSES).sum())
+    counts["terminal"] = int(df["status"].isin(TERMINAL_STATUSES).sum()) + int(df.attrs.get("finished", 0))
     return counts
 
 
@@ -199,13 +226,119 @@ def oldest_queued_age_s(df: pd.DataFrame, now: datetime | None = None) -> float 
     return ((now or datetime.now(timezone.utc)) - queued.min()).total_seconds()
 
 
-def _parse_ts(value: str | None) -> datetime | None:
-    if not value:
-        return None
+def pools_file() -> Path:
+    """The fleet's pools file (orchestration reads the same one; it is not imported here)."""
+    return Path(os.environ.get("ARENA_POOLS_FILE", str(Path(__file__).resolve().parents[1] / "pools.toml")))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def workers() -> list[dict]:
+    """The workers the pools file declares: name, pool, host, devices ([] when there is no file)."""
     try:
-        return parse_utc_iso(value)
-    except ValueError:
+        raw = tomllib.loads(pools_file().read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    return [{"name": str(w.get("name", "")), "pool": str(w.get("pool", "")), "host": str(w.get("host", "")),
+             "devices": str(w.get("devices", ""))} for w in raw.get("worker", []) if isinstance(w, dict)]
+
+
+def queue_by_pool(df: pd.DataFrame) -> pd.DataFrame:
+    entries = [QueueEntry(r.submission_id, r.challenge, r.participant, r.display_name, r.queue, int(r.priority),
+                          r.status, r.reason, None if pd.isna(r.submitted_at) else r.submitted_at.to_pydatetime(),
+                          None) for r in df.itertuples()]
+    pools = sorted({w["pool"] for w in workers() if w["pool"]})
+    return pd.DataFrame(depth_by_pool(entries, pools),
+                        columns=["pool", *ACTIVE_STATUSES, "oldest_wait_s"])
+
+
+def recent_finished(limit: int = 100) -> pd.DataFrame:
+    """The last ``limit`` finished evaluations (the lake), newest first."""
+    if not has("evaluations"):
+        return pd.DataFrame(columns=["submission_id", "challenge", "status", "reason", "finished_at", "host"])
+    return query("SELECT submission_id, challenge, status, reason, finished_at, host FROM evaluations "
+                 "ORDER BY finished_at DESC NULLS LAST, submission_id DESC LIMIT $n", {"n": limit})
+
+
+def failures_by_reason(days: int = 7, examples: int = 5) -> pd.DataFrame:
+    """Evaluations that did not succeed in the last ``days`` days, grouped by status and reason."""
+    if not has("evaluations"):
+        return pd.DataFrame(columns=["status", "reason", "count", "last_at", "examples"])
+    return query("""
+        SELECT status, coalesce(reason, '(none)') AS reason, count(*) AS count, max(finished_at) AS last_at,
+               list(submission_id ORDER BY finished_at DESC)[1:$k] AS examples
+        FROM evaluations
+        WHERE status <> 'success' AND TRY_CAST(finished_at AS TIMESTAMPTZ) >= now() - to_days(CAST($d AS INTEGER))
+        GROUP BY 1, 2 ORDER BY count DESC, status, reason""", {"d": days, "k": examples})
+
+
+def disturbed_runs(limit: int = 50) -> pd.DataFrame:
+    """Evaluations whose timed runs another process disturbed (cpu's interference check): re-measured,
+    or still disturbed after the limit (then never ranked)."""
+    if not has("evaluations"):
+        return pd.DataFrame(columns=["submission_id", "challenge", "status", "disturbed", "remeasured", "valid",
+                                     "host", "finished_at"])
+    return query("""
+        SELECT submission_id, challenge, status, disturbed, remeasured, valid, host, finished_at
+        FROM evaluations WHERE coalesce(disturbed, false) OR coalesce(remeasured, 0) > 0
+        ORDER BY finished_at DESC NULLS LAST LIMIT $n""", {"n": limit})
+
+
+def host_activity() -> pd.DataFrame:
+    """Per worker host the lake has seen: evaluations, failures of the platform, the last one."""
+    if not has("evaluations"):
+        return pd.DataFrame(columns=["host", "evaluations", "platform_failures", "last_at"])
+    return query("""
+        SELECT host, count(*) AS evaluations, count(*) FILTER (WHERE reason = 'platform') AS platform_failures,
+               max(finished_at) AS last_at
+        FROM evaluations WHERE host IS NOT NULL GROUP BY 1 ORDER BY 1""")
+
+
+# -- this host: NVML where present, CPU and memory otherwise ---------------------------------------
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def local_health() -> dict:
+    """The host the dashboards run on: load, CPUs, memory (``/proc``), and its GPUs from NVML (``gpus``
+    is None when NVML is absent; ``nvml_error`` says why)."""
+    out = {"host": socket.gethostname(), "cpus": os.cpu_count(), "load": os.getloadavg(),
+           "memory_total": None, "memory_available": None, "gpus": None, "nvml_error": None}
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        out["memory_total"] = int(info["MemTotal"].split()[0]) * 1024
+        out["memory_available"] = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        pass
+    out["gpus"], out["nvml_error"] = nvml_gpus()
+    return out
+
+
+def nvml_gpus() -> tuple[list[dict] | None, str | None]:
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+    except Exception as exc:  # noqa: BLE001 - no NVML library or no driver: CPU and memory only
+        return None, f"{type(exc).__name__}: {exc}"
+    gpus = []
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            gpus.append({"index": i, "name": _nvml(pynvml.nvmlDeviceGetName, h),
+                         "uuid": _nvml(pynvml.nvmlDeviceGetUUID, h),
+                         "util_percent": getattr(_nvml(pynvml.nvmlDeviceGetUtilizationRates, h), "gpu", None),
+                         "memory_used": getattr(_nvml(pynvml.nvmlDeviceGetMemoryInfo, h), "used", None),
+                         "memory_total": getattr(_nvml(pynvml.nvmlDeviceGetMemoryInfo, h), "total", None),
+                         "power_w": (lambda mw: None if mw is None else mw / 1000)(
+                             _nvml(pynvml.nvmlDeviceGetPowerUsage, h)),
+                         "temperature_c": _nvml(pynvml.nvmlDeviceGetTemperature, h, 0)})
+    finally:
+        pynvml.nvmlShutdown()
+    return gpus, None
+
+
+def _nvml(fn, *args):
+    try:
+        value = fn(*args)
+    except Exception:  # noqa: BLE001 - one field the device does not support: not measured
         return None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 # -- the cluster -----------------------------------------------------------------------------------
@@ -277,3 +410,77 @@ def _queue_limits(instance) -> dict[str, int]:
         return {}
     return {str(lim.get("value")): int(lim["limit"]) for lim in get_config().tag_concurrency_limits or []
             if lim.get("key") == TAG_QUEUE and isinstance(lim.get("value"), str)}
+
+
+# -- comparing runs -------------------------------------------------------------------------------
+CDF_POINTS = 200
+TIMELINE_REQUESTS = 200
+GPU_SOURCES = ("nvml", "nvml-gpm", "dcgm", "replay")
+
+
+def latency_cdf(sid: str, attempt: int) -> pd.DataFrame:
+    """The latency CDF of the timed runs (perf-*), at most CDF_POINTS points (every k-th request)."""
+    if not has("requests"):
+        return pd.DataFrame(columns=["latency_ms", "fraction"])
+    return query("""
+        WITH r AS (SELECT latency_ms, cume_dist() OVER (ORDER BY latency_ms) AS fraction,
+                          row_number() OVER (ORDER BY latency_ms) AS i, count(*) OVER () AS n
+                   FROM requests WHERE submission_id = $s AND attempt = $a AND run LIKE 'perf-%'
+                     AND latency_ms IS NOT NULL)
+        SELECT latency_ms, fraction FROM r WHERE i % greatest(1, n // $p) = 0 OR i = n OR i = 1
+        ORDER BY latency_ms""", {"s": sid, "a": attempt, "p": CDF_POINTS})
+
+
+def token_timeline(sid: str, attempt: int) -> pd.DataFrame:
+    """The first timed run's requests (at most TIMELINE_REQUESTS): when each was sent, when its first
+    token and its last token arrived, in ms since the run's first request."""
+    if not has("requests"):
+        return pd.DataFrame(columns=["request", "sent_ms", "first_token_ms", "done_ms", "tokens"])
+    return query("""
+        WITH r AS (SELECT * FROM requests WHERE submission_id = $s AND attempt = $a AND run = (
+                     SELECT min(run) FROM requests WHERE submission_id = $s AND attempt = $a AND run LIKE 'perf-%')),
+             t0 AS (SELECT min(sent_ns) AS t0 FROM r)
+        SELECT row_number() OVER (ORDER BY sent_ns, request_id) AS request, request_id,
+               (sent_ns - t0) / 1e6 AS sent_ms, (first_token_ns - t0) / 1e6 AS first_token_ms,
+               (done_ns - t0) / 1e6 AS done_ms, tokens
+        FROM r, t0 ORDER BY sent_ns, request_id LIMIT $n""", {"s": sid, "a": attempt, "n": TIMELINE_REQUESTS})
+
+
+def gpu_telemetry(sid: str, attempt: int) -> pd.DataFrame:
+    """GPU rows only (sources nvml, nvml-gpm, dcgm, replay), with the energy used so far per device
+    (the running sum of ``energy_mj_delta``, in J; null where the source had no energy reading)."""
+    if not has("telemetry"):
+        return pd.DataFrame()
+    return query(f"""
+        WITH g AS (SELECT * FROM telemetry WHERE submission_id = $s AND attempt = $a
+                   AND source IN ({', '.join(repr(x) for x in GPU_SOURCES)})),
+             t0 AS (SELECT min(mono_ns) AS t0 FROM telemetry WHERE submission_id = $s AND attempt = $a)
+        SELECT (mono_ns - t0) / 1e9 AS t_s, source, device, source || ' · ' || device AS series,
+               gpu_util_percent, dram_bw_GBs, power_w,
+               CASE WHEN energy_mj_delta IS NULL THEN NULL ELSE
+                 sum(energy_mj_delta) OVER (PARTITION BY source, device ORDER BY mono_ns) / 1e3 END AS energy_J,
+               energy_method
+        FROM g, t0 ORDER BY mono_ns, source, device""", {"s": sid, "a": attempt})
+
+
+# -- leaderboard history --------------------------------------------------------------------------
+def best_history(challenge: str, top: int = 10) -> pd.DataFrame:
+    """Best tokens/s over time per participant (successful, valid, undisturbed evaluations): one row
+    each time a participant beat their own best, for the ``top`` participants by best score."""
+    if not (has("evaluations") and has("submissions")):
+        return pd.DataFrame(columns=["participant", "submitted", "best_tokens_per_second", "submission_id"])
+    return query("""
+        WITH ev AS (
+          SELECT s."user" AS participant, e.submission_id, e.m_tokens_per_second AS tps,
+                 TRY_CAST(s.created_at AS TIMESTAMPTZ) AS submitted
+          FROM evaluations e JOIN submissions s ON s.id = e.submission_id AND s.challenge = e.challenge
+          WHERE e.challenge = $c AND e.status = 'success' AND coalesce(e.valid, false)
+            AND NOT coalesce(e.disturbed, false) AND e.m_tokens_per_second IS NOT NULL),
+        run AS (SELECT *, max(tps) OVER (PARTITION BY participant ORDER BY submitted, submission_id
+                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before FROM ev),
+        records AS (SELECT participant, submitted, tps AS best_tokens_per_second, submission_id FROM run
+                    WHERE before IS NULL OR tps > before),
+        leaders AS (SELECT participant FROM records GROUP BY 1
+                    ORDER BY max(best_tokens_per_second) DESC LIMIT $k)
+        SELECT r.* FROM records r JOIN leaders USING (participant) ORDER BY participant, submitted""",
+                 {"c": challenge, "k": top})

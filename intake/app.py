@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.submissions = Submissions(settings, db)
-    app.state.metrics = IntakeMetrics(settings.bucket)  # GET /metrics (ARENA_METRICS_TOKEN)
+    app.state.metrics = IntakeMetrics(settings.bucket, settings.lake)  # GET /metrics (ARENA_METRICS_TOKEN)
     app.state.ws_open = {}  # user id -> log sockets open in this process (ARENA_WS_PER_USER)
     app.add_middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie=SESSION_COOKIE,
                        max_age=settings.session_max_age_s, same_site="lax",

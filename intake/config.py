@@ -56,8 +56,8 @@ class OAuthProvider:
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    bucket: Path
-    lake: Path
+    bucket: str | Path   # a storage URL (file:// or s3://, lake/storage.py) or a local path
+    lake: str | Path
     database_url: str
     secret_key: str
     host: str = "127.0.0.1"

@@ -6,6 +6,13 @@
 - ``arena_queue_depth{queue, status}`` and ``arena_queue_oldest_seconds{queue}``: unfinished submissions
   in the bucket, read at scrape time (one marker and one status file per submission).
 
+- ``arena_evaluations{challenge, status, reason}``: sandbox outcomes, evaluations in the lake by how they
+  ended (one DuckDB count over the lake's evaluations view, at scrape time);
+- ``arena_evaluation_phase_seconds{phase, stat}`` (stat: p50, p90, max) and
+  ``arena_evaluation_phase_samples{phase}``: how long finished evaluations of submissions made in the last
+  PHASE_WINDOW_S spent in each phase (queued, building, running, scoring), from the timings orchestration
+  writes into each status file (only that window's markers are listed: ids are time-ordered ULIDs).
+
 Counters are per intake process (Prometheus sums the replicas). Each app has its own registry, so
 several apps in one process (the tests) never share counts. The endpoint answers only to
 ``Authorization: Bearer $ARENA_METRICS_TOKEN``; without that setting it is off (404).
@@ -19,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import GaugeMetricFamily
 
 from lake.bucket import Bucket
-from lake.vocabulary import ACTIVE_STATUSES, parse_utc_iso
+from lake.vocabulary import ACTIVE_STATUSES, TERMINAL_STATUSES, parse_utc_iso
 
 
 class QueueCollector:
@@ -57,13 +64,93 @@ class QueueCollector:
         yield age
 
 
+PHASE_WINDOW_S = 24 * 3600
+PHASES = ACTIVE_STATUSES   # queued -> building -> running -> scoring -> a terminal status
+
+
+def phase_durations(marker_created_at: str | None, timings: dict) -> dict[str, float]:
+    """Seconds spent in each phase of one finished evaluation (a phase it skipped or whose start or end
+    was not recorded has no value)."""
+    def at(value):
+        try:
+            return parse_utc_iso(value) if value else None
+        except (TypeError, ValueError):
+            return None
+    ends = [t for s, t in timings.items() if s in TERMINAL_STATUSES]
+    marks = {"queued": at(marker_created_at), **{s: at(timings.get(s)) for s in PHASES if s != "queued"},
+             "end": at(max(ends)) if ends else None}
+    order = [*PHASES, "end"]
+    out = {}
+    for i, phase in enumerate(PHASES):
+        start = marks[phase]
+        end = next((marks[n] for n in order[i + 1:] if marks[n] is not None), None)
+        if start is not None and end is not None and end >= start:
+            out[phase] = (end - start).total_seconds()
+    return out
+
+
+class EvaluationCollector:
+    """Sandbox outcomes (the lake) and phase durations (the bucket's status timings), at scrape time."""
+
+    def __init__(self, bucket_root, lake_root, window_s: float = PHASE_WINDOW_S):
+        self.bucket_root, self.lake_root, self.window_s = bucket_root, lake_root, window_s
+
+    def outcomes(self) -> list[tuple[str, str, str, int]]:
+        from lake.views import available_views, connect
+        con = connect(self.lake_root, tables=("evaluations",))
+        try:
+            if "evaluations" not in available_views(con):
+                return []
+            return con.execute("SELECT challenge, status, coalesce(reason, ''), count(*) FROM evaluations "
+                               "GROUP BY ALL ORDER BY ALL").fetchall()
+        finally:
+            con.close()
+
+    def durations(self) -> dict[str, list[float]]:
+        from ulid import ULID
+        bucket = Bucket(self.bucket_root)
+        since = str(ULID.from_timestamp(datetime.now(timezone.utc).timestamp() - self.window_s))[:10]
+        out: dict[str, list[float]] = {p: [] for p in PHASES}
+        for marker in bucket.markers(since_id=since):
+            status = bucket.status(marker.id) or {}
+            if status.get("status") not in TERMINAL_STATUSES:
+                continue
+            for phase, seconds in phase_durations(marker.created_at, status.get("timings") or {}).items():
+                out[phase].append(seconds)
+        return out
+
+    def collect(self):
+        g = GaugeMetricFamily("arena_evaluations", "Evaluations in the lake by outcome (sandbox outcomes)",
+                              labels=["challenge", "status", "reason"])
+        for challenge, status, reason, n in self.outcomes():
+            g.add_metric([challenge, status, reason], n)
+        yield g
+        durations = self.durations()
+        secs = GaugeMetricFamily("arena_evaluation_phase_seconds",
+                                 f"Seconds finished evaluations spent per phase (submissions of the last "
+                                 f"{self.window_s:.0f} s)", labels=["phase", "stat"])
+        count = GaugeMetricFamily("arena_evaluation_phase_samples",
+                                  "Finished evaluations behind arena_evaluation_phase_seconds", labels=["phase"])
+        for phase in PHASES:
+            values = sorted(durations[phase])
+            count.add_metric([phase], len(values))
+            if values:
+                for stat, q in (("p50", 0.5), ("p90", 0.9)):
+                    secs.add_metric([phase, stat], values[min(len(values) - 1, int(q * len(values)))])
+                secs.add_metric([phase, "max"], values[-1])
+        yield secs
+        yield count
+
+
 class IntakeMetrics:
-    def __init__(self, bucket_root):
+    def __init__(self, bucket_root, lake_root=None):
         self.registry = CollectorRegistry()
         self.uploads = Counter("arena_uploads", "Upload attempts by outcome", ["outcome"], registry=self.registry)
         self.refusals = Counter("arena_refusals", "Refusals by the rule they named, and HTTP status",
                                 ["rule", "status"], registry=self.registry)
         self.registry.register(QueueCollector(bucket_root))
+        if lake_root is not None:
+            self.registry.register(EvaluationCollector(bucket_root, lake_root))
 
     def refused(self, rule: str, status: int) -> None:
         self.refusals.labels(rule=rule, status=str(status)).inc()

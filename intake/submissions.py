@@ -64,6 +64,17 @@ class Submissions:
 
     def accept(self, user_id: int, zip_path: Path, requested_challenge: str | None = None) -> Accepted:
         challenge, validated = self.validate(zip_path, requested_challenge)
+        handed_over = []   # the submission whose zip and marker are in the bucket, until the commit holds
+        try:
+            return self._accept(user_id, zip_path, challenge, validated, handed_over)
+        except BaseException:
+            # the database lost the row (a failed commit: PostgreSQL restarting) after the bucket got the
+            # marker: withdraw it, or the sensor would evaluate a submission intake has no record of
+            for sub in handed_over:
+                self._withdraw(sub)
+            raise
+
+    def _accept(self, user_id: int, zip_path: Path, challenge: str, validated, handed_over: list) -> Accepted:
         with self.db.session() as session, session.begin():
             now = utcnow()
             session.execute(update(User).where(User.id == user_id).values(last_submitted_at=now))
@@ -72,7 +83,13 @@ class Submissions:
                 Submission.user_id == user_id, Submission.challenge == challenge,
                 Submission.sha256 == validated.sha256))
             if existing is not None:
-                return Accepted(existing, created=False)
+                if self.bucket.storage.exists(self.bucket.marker_key(existing.challenge, existing.id)):
+                    return Accepted(existing, created=False)
+                # its row committed although the commit's answer was lost (the database went away
+                # mid-commit), so accept() withdrew the marker: this retry hands it over, once
+                existing.user = user
+                self._hand_over(existing, zip_path, handed_over)
+                return Accepted(existing, created=True)
             self._check_unfinished(session, user_id)  # again, under the lock: a race since admit()
             sub = Submission(id=str(ULID()), user_id=user_id, challenge=challenge, sha256=validated.sha256,
                              display_name=validated.display_name or user.name,
@@ -80,18 +97,19 @@ class Submissions:
             sub.user = user
             session.add(sub)
             session.flush()
-            created_at = iso(sub.created_at)
-            marker = Marker(id=sub.id, challenge=challenge, user=user.name, sha256=sub.sha256,
-                            created_at=created_at, queue=queue_of(challenge), display_name=sub.display_name)
-            try:
-                self.bucket.put_submission(marker, zip_path)
-                self.lake.write_submission({"id": sub.id, "challenge": challenge, "user": user.name,
-                                            "display_name": sub.display_name, "sha256": sub.sha256,
-                                            "created_at": created_at, "size_bytes": sub.size_bytes})
-            except BaseException:
-                self._withdraw(sub)
-                raise
+            self._hand_over(sub, zip_path, handed_over)
         return Accepted(sub, created=True)
+
+    def _hand_over(self, sub: Submission, zip_path: Path, handed_over: list) -> None:
+        """Zip and marker into the bucket, the row into the lake (inside the caller's transaction)."""
+        created_at = iso(sub.created_at)
+        marker = Marker(id=sub.id, challenge=sub.challenge, user=sub.user.name, sha256=sub.sha256,
+                        created_at=created_at, queue=queue_of(sub.challenge), display_name=sub.display_name)
+        handed_over.append(sub)   # from here on a failure withdraws it (accept)
+        self.bucket.put_submission(marker, zip_path)
+        self.lake.write_submission({"id": sub.id, "challenge": sub.challenge, "user": sub.user.name,
+                                    "display_name": sub.display_name, "sha256": sub.sha256,
+                                    "created_at": created_at, "size_bytes": sub.size_bytes})
 
     # -- before anything is read: rate limit and quota -----------------------------------------
     def admit(self, user_id: int) -> int:

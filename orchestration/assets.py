@@ -59,7 +59,7 @@ def submission_image(context: AssetExecutionContext, storage: ArenaStorage, sand
 
 
 def collaborators(storage: ArenaStorage, sandbox: Sandbox) -> Collaborators:
-    settings = sandbox.settings()
+    settings = sandbox.settings()        # the worker's devices applied (sandbox/devices.py)
     return Collaborators(
         bucket=storage.bucket(), lake=storage.lake(), operator=OperatorStore(), models_dir=storage.models_dir(),
         settings=settings, devices={"cpuset": settings.cpuset, "gpus": list(settings.gpus)},

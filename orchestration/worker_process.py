@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from orchestration.fleet import CONTROL_QUEUE
+from sandbox.cpus import host_cpus
 from sandbox.devices import Devices
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,10 +30,12 @@ def check_devices(devices: Devices | None) -> None:
         for part in devices.cpuset.split(","):
             lo, _, hi = part.partition("-")
             cpus.update(range(int(lo), int(hi or lo) + 1))
-        missing = cpus - os.sched_getaffinity(0)
+        # the host's CPUs, not this process's affinity: workers run confined to the platform CPUs
+        # (sandbox/cpus.py), while their evaluations are pinned to the evaluation CPUs
+        missing = cpus - host_cpus()
         if missing:
             raise ValueError(f"--devices cpuset={devices.cpuset}: CPU(s) {sorted(missing)} are not on this host "
-                             f"(it has {sorted(os.sched_getaffinity(0))})")
+                             f"(it has {sorted(host_cpus())})")
     if devices.gpus and shutil.which("nvidia-smi"):
         listed = subprocess.run(["nvidia-smi", "--query-gpu=uuid,index", "--format=csv,noheader"],
                                 capture_output=True, text=True, timeout=30).stdout

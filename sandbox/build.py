@@ -12,7 +12,8 @@ What holds a build (README "Security model" > "Builds"):
   layer with `PIP_FIND_LINKS` and `PIP_NO_INDEX=1`, so `pip install -r requirements.txt` inside
   installs from it without any network.
 - Limits hold during the build: each build gets its own cgroup parent with `pids.max` and a
-  memory limit (swap included) over all of its steps, plus per-step `--memory`, `--cpuset-cpus` and
+  memory limit (swap included) over all of its steps, plus per-step `--memory`, `--cpuset-cpus` (the
+  platform CPUs: a build never runs on the evaluation CPUs) and
   `--cpu-quota`; a watchdog kills the build when it reaches the pids limit, writes more than
   `build_disk_bytes` into its layers, or runs past `build_timeout_s`. The error names the limit.
 - `--no-cache`: no layer is shared with, or taken from, another submission's build.
@@ -36,6 +37,7 @@ import docker.errors
 from lake.vocabulary import LABEL_MANAGED
 from sandbox.build_limits import BuildCgroup, Watchdog, pids_message
 from sandbox.config import SandboxSettings
+from sandbox.cpus import CpuSplit, format_cpuset
 from sandbox.dockerfile import OFFICIAL_BASE_IMAGES, parse
 from sandbox.engine import client
 from sandbox.requirements import check as check_requirements
@@ -100,8 +102,10 @@ def _docker_build(context: Path, tag: str, settings: SandboxSettings, cgroup: Bu
                   on_line: Callable[[str], None], label_args: list[str], logged: list[int]) -> tuple[int, Watchdog]:
     limits = ["--memory", str(settings.build_memory_bytes), "--memory-swap", str(settings.build_memory_bytes),
               "--cpu-period", "100000", "--cpu-quota", str(max(1000, int(settings.build_cpus * 100000)))]
-    if settings.cpuset:
-        limits += ["--cpuset-cpus", settings.cpuset]
+    if settings.cpuset:   # builds are platform work: never on the evaluation CPUs (sandbox/cpus.py)
+        platform = CpuSplit.of(settings.cpuset).platform
+        if platform:
+            limits += ["--cpuset-cpus", format_cpuset(platform)]
     cmd = ["docker", "build", "--rm", "--force-rm", "--no-cache", "--pull=false", "--network", "none",
            "--cgroup-parent", cgroup.parent, *limits, *label_args, "-t", tag, str(context)]
     env, no_config = _docker_env()

@@ -31,6 +31,7 @@ class BuildCgroup:
     controller's `oom_kill`."""
 
     def __init__(self, settings: SandboxSettings):
+        sweep_stale_cgroups(older_than_s=settings.build_timeout_s + 3600)
         self.name = f"arena-build-{uuid.uuid4().hex[:12]}"
         self.pids_refused = 0
         self.pids = CGROUP_ROOT / "pids" / self.name
@@ -111,24 +112,49 @@ class BuildCgroup:
         except (OSError, ValueError):
             return 0
 
-    def remove(self) -> None:
-        """rmdir every controller's directory of this name (runsc/runc may have made more)."""
-        for _ in range(20):
-            left = [d for d in CGROUP_ROOT.glob(f"*/{self.name}") if d.is_dir()]
-            for d in left:
-                for child in sorted(d.glob("*/"), key=lambda p: -len(p.parts)):
-                    if child.is_dir():
-                        try:
-                            child.rmdir()
-                        except OSError:
-                            pass
+    def _remove_once(self) -> bool:
+        """One pass of rmdir over every controller's directory of this name (runsc/runc make some of
+        them, and the step containers' below); True when none is left."""
+        for d in [d for d in CGROUP_ROOT.glob(f"*/{self.name}") if d.is_dir()]:
+            for child in sorted(d.glob("*/"), key=lambda p: -len(p.parts)):
                 try:
-                    d.rmdir()
+                    child.rmdir()
                 except OSError:
                     pass
-            if not any(d.is_dir() for d in CGROUP_ROOT.glob(f"*/{self.name}")):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        return not any(d.is_dir() for d in CGROUP_ROOT.glob(f"*/{self.name}"))
+
+    def remove(self) -> None:
+        """Remove the cgroup; a step's runtime may still be tearing down under load, so what is left
+        after two seconds is retried in the background for a minute (and swept by a later build)."""
+        for _ in range(8):
+            if self._remove_once():
                 return
             time.sleep(0.25)
+
+        def later():
+            for _ in range(60):
+                time.sleep(1)
+                if self._remove_once():
+                    return
+        threading.Thread(target=later, daemon=True).start()
+
+
+def sweep_stale_cgroups(older_than_s: float) -> None:
+    """Remove empty build cgroups left by a platform that died mid-build (older than any build can be)."""
+    now = time.time()
+    for d in CGROUP_ROOT.glob("*/arena-build-*"):
+        try:
+            if now - d.stat().st_ctime < older_than_s or (d / "cgroup.procs").read_text().strip():
+                continue
+            for child in d.glob("*/"):
+                child.rmdir()
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def pids_message(settings: SandboxSettings, hits: int) -> str:

@@ -11,8 +11,11 @@ def _env(name: str, default: str) -> str:
 
 def default_cpuset() -> str:
     """The host's last CPU: evaluations run pinned there, away from CPU 0 where the kernel, Docker
-    and the harness itself are busiest, so every submission sees the same core."""
-    return str(max(os.sched_getaffinity(0)))
+    and the harness itself are busiest, so every submission sees the same core. The host's CPUs, not
+    this process's affinity: a platform process is confined to the platform CPUs (sandbox/cpus.py),
+    and one forked while another evaluation's timed run held its CPU inherits an affinity without it."""
+    from sandbox.cpus import host_cpus
+    return str(max(host_cpus()))
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,55 @@ def _cpuset_cgroup(pid: int) -> str:
     return ""
 
 
+def _state_dir() -> Path | None:
+    d = Path(os.environ.get("ARENA_CPU_STATE_DIR", "/run/arena-cpus"))
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        return d if os.access(d, os.W_OK) else None
+    except OSError:
+        return None
+
+
+def _record(ev: Eviction) -> Path | None:
+    """What this window moved, on disk, so that a harness killed mid-window (no `finally`) does not
+    leave host threads off the evaluation CPUs for good: the next window puts them back."""
+    import json
+    d = _state_dir()
+    if d is None:
+        return None
+    path = d / f"evicted-{os.getpid()}-{threading.get_ident()}.json"
+    path.write_text(json.dumps({str(t): sorted(b) for t, b in ev.moved.items()}))
+    return path
+
+
+def recover_abandoned() -> int:
+    """Restore the threads moved by windows whose harness died before restoring them."""
+    import json
+    d = _state_dir()
+    n = 0
+    for path in (d.glob("evicted-*.json") if d else ()):
+        try:
+            owner = int(path.name.split("-")[1])
+            os.kill(owner, 0)
+            continue                      # still running: its own `finally` restores
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        try:
+            moved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            moved = {}
+        for tid, before in moved.items():
+            try:
+                os.sched_setaffinity(int(tid), set(before))
+                n += 1
+            except OSError:
+                pass
+        path.unlink(missing_ok=True)
+    return n
+
+
 def data_path_pids(container_pid: int | None) -> set[int]:
     """The host processes every output byte of an evaluation passes through on the platform CPUs:
     this harness, the container's shim (its parent), containerd and dockerd (docker attach)."""
@@ -326,7 +375,9 @@ def exclusive(split: CpuSplit, keep_pids: set[int] = frozenset(),
     if not isolation_enabled():
         yield None
         return
+    recover_abandoned()
     ev = evict(split, keep_pids, keep_cgroup)
+    record = _record(ev)
     boosted = boost(set(data_path), DATA_PATH_NICE) if data_path and DATA_PATH_NICE is not None else {}
     ev.boosted_threads = len(boosted)
     stop = threading.Event()
@@ -344,3 +395,5 @@ def exclusive(split: CpuSplit, keep_pids: set[int] = frozenset(),
         sweeper.join()
         unboost(boosted)
         restore(ev, split)
+        if record is not None:
+            record.unlink(missing_ok=True)

@@ -54,9 +54,11 @@ def internal_host() -> str:
     return os.environ.get("ARENA_INTERNAL_HOST", "127.0.0.1")
 
 
-#: Variables any service may see: the process basics.
+#: Variables any service may see: the process basics, TLS trust and proxies of the host.
 BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
-            "VIRTUAL_ENV", "PYTHONUNBUFFERED")
+            "VIRTUAL_ENV", "PYTHONUNBUFFERED", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+            "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+            "http_proxy", "https_proxy", "no_proxy")
 #: Where the Docker engine is (the sandbox and the admin page talk to it).
 ENGINE_ENV = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
 #: Intake's own secrets: the signing key, its database, the OAuth client secrets.
@@ -66,15 +68,17 @@ INTAKE_SECRETS = ("ARENA_SECRET_KEY", "ARENA_DATABASE_URL", "ARENA_GITHUB_CLIENT
 #: Dagster's instance and the engine (admin page).
 STREAMLIT_ENV = ("ARENA_HOME", "ARENA_BUCKET_URL", "ARENA_LAKE_URL", "ARENA_S3_ENDPOINT_URL", "ARENA_DATABASE_URL",
                  "ARENA_SECRET_KEY", "ARENA_PUBLIC_URL", "ARENA_HOST", "ARENA_PORT", "ARENA_DEFAULT_CHALLENGE",
-                 "DAGSTER_HOME", "ARENA_DAGSTER_MODE", "ARENA_DAGSTER_POSTGRES_URL", "ARENA_DAGSTER_POSTGRES_PASSWORD",
-                 *ENGINE_ENV)
+                 "DAGSTER_HOME", "ARENA_DAGSTER_POSTGRES_URL", *ENGINE_ENV,
+                 # fleet mode: the instance's password reference, and the launcher's broker it names
+                 "ARENA_DAGSTER_MODE", "ARENA_DAGSTER_POSTGRES_PASSWORD", "ARENA_REDIS_URL", "ARENA_POOLS_FILE")
 
 
 def service_env(name: str, env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment ``name`` is started with: an allow-list, never the operator's whole shell.
 
     - Dagster (daemon, webserver, the runs they launch): the platform's ARENA_* settings except intake's
-      secrets, DAGSTER_HOME, the engine's address, the GPU selection; ARENA_DAGSTER_POSTGRES_URL is read
+      secrets, DAGSTER_HOME, the engine's address, the GPU selection, the host's pip configuration
+      (PIP_*, for the build's wheelhouse); ARENA_DAGSTER_POSTGRES_URL is read
       by dagster.yaml through an `env:` reference, so the password is never written to a file;
     - Streamlit: STREAMLIT_ENV;
     - intake: its ARENA_* settings, without Dagster's storage URL.
@@ -84,6 +88,7 @@ def service_env(name: str, env: dict[str, str] | None = None) -> dict[str, str]:
     if name.startswith("dagster"):
         keep |= {k for k in env if k.startswith("ARENA_") and k not in INTAKE_SECRETS}
         keep |= {"DAGSTER_HOME", *ENGINE_ENV, "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
+        keep |= {k for k in env if k.startswith("PIP_")}  # the build's host-side wheelhouse download
     elif name == "streamlit":
         keep |= set(STREAMLIT_ENV)
     elif name == "intake":

@@ -1,6 +1,7 @@
 """Leaderboard: ranked rows first (fastest first), then participants with no ranked evaluation and why."""
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -8,6 +9,8 @@ from challenges import challenge_names
 from dashboards import data
 from dashboards.access import require_viewer
 from dashboards.format import NOT_MEASURED, number, percent, text
+
+HISTORY_TOP = 10
 
 
 def explorer_link(label: str, sid: str) -> str:
@@ -43,6 +46,31 @@ def unranked_table(df: pd.DataFrame) -> pd.DataFrame:
         "Accuracy": df["accuracy"].map(lambda v: percent(v, 2)),
         "Submitted": df["submitted_at"].map(lambda v: text(v)[:19].replace("T", " ")),
     })
+
+
+def show_history(challenge: str) -> None:
+    """Best tokens/s over time per participant: a step each time one beat their own best."""
+    st.subheader("History")
+    hist = data.best_history(challenge, top=HISTORY_TOP)
+    if hist.empty:
+        st.caption("No successful, valid evaluation yet: no history to draw.")
+        return
+    st.caption(f"Best tokens/s over time of the {HISTORY_TOP} leading participants (successful, valid, "
+               "undisturbed evaluations, by submission time): one point each time a participant beat their "
+               "own best.")
+    chart = alt.Chart(hist).mark_line(interpolate="step-after", point=True).encode(
+        x=alt.X("submitted:T", title="submitted"), y=alt.Y("best_tokens_per_second:Q", title="best tokens/s"),
+        color=alt.Color("participant:N", title="participant"),
+        tooltip=["participant", "submitted:T", "best_tokens_per_second:Q", "submission_id"])
+    st.altair_chart(chart.properties(height=300), width="stretch")
+    latest = hist.sort_values("submitted").groupby("participant").tail(1).sort_values("best_tokens_per_second",
+                                                                            ascending=False)
+    st.table(pd.DataFrame({
+        "Participant": latest["participant"], "Best tokens/s": latest["best_tokens_per_second"].map(
+            lambda v: number(v, 1)),
+        "Records": latest["participant"].map(hist.groupby("participant").size()).astype(str),
+        "Since": latest["submitted"].map(lambda t: t.strftime("%Y-%m-%d %H:%M") if pd.notna(t) else "—"),
+    }), hide_index=True)
 
 
 def render() -> None:
@@ -83,6 +111,8 @@ def render() -> None:
         st.caption("Each participant's latest submission that did not make the board: rejected (wrong tokens), "
                    "failed (build, protocol, crash, oom), timed out, or an invalid measurement.")
         st.table(unranked_table(unranked), hide_index=True)
+
+    show_history(challenge)
 
     built = data.leaderboard_built_at(challenge)
     st.caption(f"Best successful, valid evaluation per participant, ranked by tokens/s. Metrics are measured "

@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from seeded_arena import ROOT, SeededArena, build_arena
 
 # The machine running the tests may be busy (six builds at once): give Streamlit time to render.
-expect.set_options(timeout=30_000)
+expect.set_options(timeout=90_000)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +97,7 @@ def streamlit_url(arena, intake, tmp_path_factory) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("ARENA_BUCKET_URL", "ARENA_LAKE_URL")}
     env |= {"ARENA_HOME": str(arena.home), "DAGSTER_HOME": str(arena.dagster_home), "PYTHONUNBUFFERED": "1",
             "ARENA_DATABASE_URL": intake.settings.database_url, "ARENA_SECRET_KEY": SECRET_KEY,
-            "ARENA_PUBLIC_URL": intake.url}
+            "ARENA_PUBLIC_URL": intake.url, "ARENA_POOLS_FILE": str(arena.pools_file)}
     env = service_env("streamlit", env)
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     with log.open("wb") as out:

@@ -44,6 +44,7 @@ class Entry:
     accuracy: float | None = 1.0
     detail: str | None = None
     metrics: dict = field(default_factory=dict)
+    remeasured: int | None = None
 
     @property
     def id(self) -> str:
@@ -53,15 +54,36 @@ class Entry:
 FAST = Entry(1, "alice", "Blockwise KV cache", "success", tps=52.4)
 ALICE_OLD = Entry(2, "alice", "First try", "success", tps=30.1)
 BASELINE = Entry(3, "bob", "Numpy baseline", "success", tps=12.5, runtime="runc",
-                 metrics={"peak_memory_bw_GBs": 812.5, "energy_joules": 40.2})
+                 metrics={"peak_memory_bw_GBs": 812.5, "energy_joules": 40.2}, remeasured=1)
 WRONG = Entry(4, "carol", "Speculative, wrong tokens", "rejected", "accuracy", tps=80.0, accuracy=0.42,
               detail="token accuracy 0.4200 (public 0.45, private 0.40), below the 0.99 gate")
 BROKEN = Entry(5, "dave", "Broken build", "failed", "build", tps=None, valid=None, runtime=None, accuracy=None,
                detail="pip install failed: no matching distribution for torch==9.9")
 NOISY = Entry(6, "erin", "Noisy timer", "success", tps=45.0, valid=False)
 EVALUATED = (FAST, ALICE_OLD, BASELINE, WRONG, BROKEN, NOISY)
-# In the bucket only: (n, user, status)
-WAITING = ((7, "frank", "queued"), (8, "gina", "queued"), (9, "heidi", "building"), (10, "ivan", "running"))
+# In the bucket only: (n, user, status, pool)
+WAITING = ((7, "frank", "queued", "cpu"), (8, "gina", "queued", "gpu-h100"), (9, "heidi", "building", "cpu"),
+           (10, "ivan", "running", "cpu"))
+#: The fleet's pools file of the test arena: two CPU workers on two hosts, one GPU worker.
+POOLS_TOML = """
+[[worker]]
+name = "cpu-a"
+pool = "cpu"
+host = "worker-a.test"
+devices = "cpuset=0"
+
+[[worker]]
+name = "cpu-b"
+pool = "cpu"
+host = "worker-b.test"
+devices = "cpuset=1"
+
+[[worker]]
+name = "gpu-0"
+pool = "gpu-h100"
+host = "gpu-1.test"
+devices = "gpus=GPU-00000000-0000-0000-0000-000000000000"
+"""
 
 
 def result_of(e: Entry, t0: datetime) -> dict:
@@ -77,10 +99,15 @@ def result_of(e: Entry, t0: datetime) -> dict:
                    "tokens_per_second_runs": [e.tps * 0.99, e.tps * 1.01] if e.tps else []}
     if e.detail:
         measurement["detail"] = e.detail
+    if e.remeasured is not None:   # cpu's interference check: re-measured, clean in the end
+        measurement["interference"] = {
+            "threshold": 0.05, "max_remeasures": 2, "remeasured": e.remeasured, "disturbed": False,
+            "runs": [{"label": "perf-1", "foreign_fraction": 0.31, "steal_fraction": 0.0},
+                     {"label": "perf-1", "foreign_fraction": 0.01, "steal_fraction": 0.0}]}
     return {"schema_version": 1, "submission_id": e.id, "challenge": CHALLENGE, "status": e.status,
             "reason": e.reason, "metrics": metrics, "measurement": measurement,
             "environment": {"runtime": e.runtime, "image_digest": f"sha256:{e.n:064x}",
-                            "base_image": "arena/python-cpu:1", "gpu": None, "host": "test-host",
+                            "base_image": "arena/python-cpu:1", "gpu": None, "host": "worker-a.test" if e.n % 2 else "worker-b.test",
                             "harness_version": "0.1.0"},
             "started_at": (t0 + timedelta(minutes=e.n)).isoformat(),
             "finished_at": (t0 + timedelta(minutes=e.n, seconds=40)).isoformat()}
@@ -149,6 +176,7 @@ class SeededArena:
     bucket: Bucket
     dagster_home: Path
     container_name: str
+    pools_file: Path
 
 
 def build_arena(home: Path) -> tuple[SeededArena, object]:
@@ -156,15 +184,16 @@ def build_arena(home: Path) -> tuple[SeededArena, object]:
     now = datetime.now(timezone.utc).replace(microsecond=0)
     t0 = now - timedelta(hours=3)
     zip_path = write_zip(home / "submission.zip")
-    everyone = [(e.n, e.user, e.name) for e in EVALUATED] + [(n, u, f"{u}'s decoder") for n, u, _ in WAITING]
-    for n, user, name in everyone:
+    everyone = ([(e.n, e.user, e.name, "cpu") for e in EVALUATED]
+                + [(n, u, f"{u}'s decoder", pool) for n, u, _, pool in WAITING])
+    for n, user, name, pool in everyone:
         created = (t0 + timedelta(minutes=n) if n < 7 else now - timedelta(hours=2, minutes=10 - n))
         created_at = created.isoformat().replace("+00:00", "Z")
         bucket.put_submission(Marker(id=ulid(n), challenge=CHALLENGE, user=user, sha256=f"{n:064x}",
-                                     created_at=created_at, display_name=name), zip_path)
+                                     created_at=created_at, display_name=name, queue=pool), zip_path)
         lake.write_submission({"id": ulid(n), "challenge": CHALLENGE, "user": user, "display_name": name,
                                "sha256": f"{n:064x}", "created_at": created_at, "size_bytes": 1234})
-    for n, _, status in WAITING:
+    for n, _, status, _ in WAITING:
         if status != "queued":
             bucket.set_status(ulid(n), status)
     for e in EVALUATED:
@@ -186,7 +215,8 @@ def build_arena(home: Path) -> tuple[SeededArena, object]:
     except BaseException:
         container.remove(force=True)
         raise
-    return SeededArena(home, lake, bucket, home / "dagster", container.name), container
+    (home / "pools.toml").write_text(POOLS_TOML)
+    return SeededArena(home, lake, bucket, home / "dagster", container.name, home / "pools.toml"), container
 
 
 def add_dagster_runs(home: Path) -> None:

@@ -3,6 +3,7 @@ real Streamlit and a real intake sharing one secret key and one database."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -56,7 +57,7 @@ def test_a_participant_sees_the_leaderboard_and_only_their_own_runs(participant_
     expect(page.get_by_text(f"Logged in as {PARTICIPANT}")).to_be_visible()
 
     open_page(page, f"{streamlit_url}/explorer", "Run explorer")
-    page.get_by_test_id("stSelectbox").click()
+    page.get_by_test_id("stSelectbox").first.click()   # "Submission" (then "Compare with")
     options = page.get_by_role("option").all_inner_texts()
     assert len(options) == 2 and all(o.split(" · ")[0] in (FAST.id, ALICE_OLD.id) for o in options)
     page.keyboard.press("Escape")

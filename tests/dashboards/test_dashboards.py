@@ -66,7 +66,7 @@ def test_leaderboard_ranks_fastest_first_then_says_why_the_rest_are_not_ranked(p
     assert (unranked[BROKEN.name]["Status"], unranked[BROKEN.name]["Reason"]) == ("failed", "build")
     assert unranked[BROKEN.name]["Tokens/s"] == "not measured"
     assert unranked[NOISY.name]["Reason"] == "invalid measurement"
-    expect(page.locator('[data-testid="stVegaLiteChart"]')).to_have_count(1)   # tokens/s bar chart
+    expect(page.locator('[data-testid="stVegaLiteChart"]')).to_have_count(2)   # tokens/s bars, history
     snapshot(page, screenshots / "leaderboard.png")
 
 
@@ -107,7 +107,7 @@ def test_explorer_shows_a_measured_run_its_missing_metrics_and_its_logs(page, st
     expect(verdict).to_contain_text("rejected — reason: accuracy")
     expect(verdict).to_contain_text("token accuracy 0.4200 (public 0.45, private 0.40), below the 0.99 gate")
 
-    page.get_by_test_id("stSelectbox").click()          # picking another one updates the link
+    page.get_by_test_id("stSelectbox").first.click()   # "Submission": picking another one updates the link
     page.get_by_role("option", name=re.compile(BROKEN.name)).click()
     expect(page).to_have_url(re.compile(f"submission={BROKEN.id}"))
     expect(page.get_by_test_id("stAlertContentError")).to_contain_text("failed — reason: build")

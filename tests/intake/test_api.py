@@ -339,3 +339,29 @@ def test_logs_socket_refuses_strangers(arena, make_zip):
         with pytest.raises(ArenaError) as refused:
             list(ArenaClient(arena.url, token).logs(sid, follow=True))
         assert refused.value.code == code
+
+
+def test_intake_configured_from_the_environment_serves_storage_urls(tmp_path, make_zip):
+    """ARENA_BUCKET_URL / ARENA_LAKE_URL are storage URLs (lake/storage.py): intake starts on them,
+    reports a healthy bucket, and hands an upload over through them."""
+    from conftest import free_socket, serve
+    from intake.app import create_app
+    from intake.config import Settings
+    from intake.security import create_user
+
+    home = tmp_path / "env-home"
+    settings = Settings.from_env({"ARENA_HOME": str(home), "ARENA_SECRET_KEY": "s" * 40,
+                                  "ARENA_BUCKET_URL": f"file://{tmp_path / 'b'}",
+                                  "ARENA_LAKE_URL": f"file://{tmp_path / 'l'}"})
+    assert isinstance(settings.bucket, str) and settings.bucket.startswith("file://")
+    sock = free_socket()
+    app = create_app(settings)
+    with serve(app, sock):
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        assert httpx.get(f"{url}/healthz").json()["checks"]["bucket"] == "ok"
+        with app.state.db.session() as session, session.begin():
+            _, token = create_user(session, "alice")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+            answer = upload(http, make_zip("env"))
+    assert answer.status_code == 202, answer.text
+    assert (tmp_path / "b" / "incoming" / "efficient-decode" / f"{answer.json()['id']}.json").exists()

@@ -7,7 +7,6 @@ import os
 import stat
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from intake.cli import main as arena_main
@@ -41,7 +40,11 @@ def collaborators(bucket, tmp_path, models_dir=None, **overrides) -> Collaborato
                          devices={"cpuset": settings.cpuset, "gpus": []}, **overrides)
 
 
-def files_holding(root: Path, needle: bytes) -> list[Path]:
+def files_holding(url: str, needle: bytes) -> list[Path]:
+    """Files under a file:// storage URL whose bytes hold `needle`."""
+    assert url.startswith("file://"), url
+    root = Path(url[len("file://"):])
+    assert root.is_dir(), root
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 

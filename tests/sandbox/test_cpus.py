@@ -132,3 +132,39 @@ def test_the_data_path_runs_first_in_line_during_a_timed_run_and_is_restored():
     finally:
         proc.kill()
         proc.wait()
+
+
+@needs_two_cpus
+def test_the_default_evaluation_cpu_does_not_follow_this_process_affinity():
+    """A harness started on the platform CPUs (or forked during another evaluation's timed run)
+    still pins evaluations to the host's last CPU, never to its own CPUs."""
+    from sandbox.config import default_cpuset
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpus.host_cpus())})
+        assert default_cpuset() == str(max(cpus.host_cpus()))
+        assert cpus.CpuSplit.of().evaluation == {max(cpus.host_cpus())}
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@needs_two_cpus
+@pytest.mark.skipif(not isolation_available(), reason="needs root and scripts/setup-cpus.sh")
+def test_a_harness_killed_mid_window_has_its_evicted_threads_put_back(tmp_path, monkeypatch):
+    """The window's harness is SIGKILLed (no finally runs); the next window restores what it moved."""
+    monkeypatch.setenv("ARENA_CPU_STATE_DIR", str(tmp_path))
+    cpu = eval_cpu()
+    with hog(cpu) as victim:
+        code = ("import time; from sandbox import cpus\n"
+                f"with cpus.exclusive(cpus.CpuSplit.of('{cpu}')):\n"
+                "    print('in', flush=True); time.sleep(60)\n")
+        harness = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                                   env=os.environ | {"PYTHONPATH": os.getcwd()})
+        assert harness.stdout.readline().strip() == "in"
+        assert cpu not in os.sched_getaffinity(victim.pid)
+        harness.kill()
+        harness.wait()
+        assert cpu not in os.sched_getaffinity(victim.pid)      # nobody restored it
+        assert cpus.recover_abandoned() >= 1
+        assert os.sched_getaffinity(victim.pid) == {cpu}
+    assert not list(tmp_path.glob("evicted-*.json"))

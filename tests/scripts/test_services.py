@@ -33,17 +33,18 @@ def free_port() -> int:
 def test_each_service_gets_only_its_allow_list():
     env = {"PATH": "/usr/bin", "HOME": "/root", "ARENA_HOME": "/srv/arena", "ARENA_SANDBOX_MEMORY": "4g",
            "DAGSTER_HOME": "/srv/dagster", "ARENA_DAGSTER_POSTGRES_URL": "postgresql://d:dagster-pw@db/dagster",
-           "DOCKER_HOST": "unix:///run/docker.sock", **SECRETS, **SHELL}
+           "DOCKER_HOST": "unix:///run/docker.sock", "PIP_FIND_LINKS": "/opt/wheels", **SECRETS, **SHELL}
     dagster = services.service_env("dagster-daemon", env)
     assert not set(SECRETS) & set(dagster) and not set(SHELL) & set(dagster)
     assert {"ARENA_HOME", "ARENA_SANDBOX_MEMORY", "DAGSTER_HOME", "ARENA_DAGSTER_POSTGRES_URL",
-            "DOCKER_HOST", "PATH"} <= set(dagster)
+            "DOCKER_HOST", "PATH", "PIP_FIND_LINKS"} <= set(dagster)
     assert services.service_env("dagster-webserver", env) == dagster
 
     streamlit = services.service_env("streamlit", env)
     assert streamlit["ARENA_SECRET_KEY"] == SECRETS["ARENA_SECRET_KEY"]   # to check intake's cookie
     assert "ARENA_DATABASE_URL" in streamlit                             # to find the session
-    assert not {"ARENA_GITHUB_CLIENT_SECRET", "ARENA_OIDC_CLIENT_SECRET", "ARENA_SANDBOX_MEMORY"} & set(streamlit)
+    assert not {"ARENA_GITHUB_CLIENT_SECRET", "ARENA_OIDC_CLIENT_SECRET", "ARENA_SANDBOX_MEMORY",
+                "PIP_FIND_LINKS"} & set(streamlit)
     assert not set(SHELL) & set(streamlit)
 
     intake = services.service_env("intake", env)
