@@ -26,8 +26,9 @@ from benchmarks.fleet_dispatch import fleet_for, run_of  # noqa: E402
 
 def main() -> int:
     print("host load before:", os.getloadavg())
-    with tempfile.TemporaryDirectory(prefix="fleet-kill-") as tmp:
-        tmp = Path(tmp)
+    if True:   # the directory is kept: its logs explain a retry that failed
+        tmp = Path(tempfile.mkdtemp(prefix="fleet-kill-"))
+        print(f"fleet in {tmp}", flush=True)
         fleet = fleet_for(tmp)
         fleet.extra_env["ARENA_WORKER_LOST_GRACE_S"] = "10"
         try:
@@ -56,7 +57,15 @@ def main() -> int:
                 print(f"  run {r.run_id[:8]} {r.status.value:8} on {r.tags.get('arena/worker')} "
                       f"devices {r.tags.get('arena/devices')} retry_number={r.tags.get('dagster/retry_number', 0)} "
                       f"ended {rec.end_time - killed if rec.end_time else float('nan'):.1f} s after the kill")
+                if r.status.value == "FAILURE":
+                    from dagster import DagsterEventType
+                    failures = instance.get_records_for_run(r.run_id, of_type={DagsterEventType.RUN_FAILURE,
+                                                                               DagsterEventType.STEP_FAILURE}).records
+                    for f in failures:
+                        print(f"    {f.event_log_entry.dagster_event.event_type_value}: "
+                              f"{(f.event_log_entry.message or '')[:300]}")
             st = bucket.status(sid)
+            print(f"  detail: {str(st.get('detail'))[:400]}")
             print(f"submission {sid}: {st['status']}/{st.get('reason')} {time.time() - killed:.1f} s after the kill "
                   f"(status terminal {done - killed:.1f} s after the kill)")
         finally:

@@ -20,7 +20,6 @@ The per-submission files stay the source of truth; compacted files are derived a
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote, unquote

@@ -21,6 +21,7 @@ from challenges import Challenge, load_challenge
 from lake.bucket import Bucket
 from lake.operator import OperatorStore
 from lake.tables import Lake
+from lake.vocabulary import PLATFORM_REASONS
 from sandbox.build import remove_image
 from sandbox.config import SandboxSettings
 from sandbox.evaluate import Workload, evaluate_image
@@ -66,7 +67,8 @@ def settings_for(challenge: Challenge, settings: SandboxSettings) -> SandboxSett
 def evaluate_submission(sid: str, image: dict, c: Collaborators) -> StoredEvaluation:
     """Evaluate the built image of submission `sid` (`image`: the build outcome, with `ok`, `tag`,
     `challenge`, `image_id`, `base_image`, `error`) and store everything it produced. Never raises
-    for anything the submission does: every outcome is a stored result with a status and a reason."""
+    for anything the submission does: every outcome is a stored result with a status and a reason.
+    Raises PlatformFailure where the platform broke, so that the run is retried."""
     challenge = load_challenge(image["challenge"])
     attempt = c.lake.next_attempt(challenge.name, sid)
     if not image["ok"]:
@@ -97,7 +99,15 @@ def evaluate_submission(sid: str, image: dict, c: Collaborators) -> StoredEvalua
         c.lake.keep_loadgen_logs(challenge.name, sid, attempt, ev.loadgen_dirs)
         c.lake.put_telemetry(challenge.name, sid, attempt, telemetry_file)
     c.operator.write(sid, attempt, ev.operator_record)
+    if ev.result["reason"] in PLATFORM_REASONS:
+        # the platform broke, not the submission: fail the run so that Dagster retries it (the failure
+        # sensor gives the submission failed/platform once the retries are spent)
+        raise PlatformFailure(ev.result["measurement"].get("detail") or "platform failure")
     return _store(sid, attempt, ev.result, c, requests=ev.requests)
+
+
+class PlatformFailure(RuntimeError):
+    """An evaluation the platform broke (engine restarted, a prompt about to be repeated, ...)."""
 
 
 def _store(sid: str, attempt: int, result: dict, c: Collaborators, requests: list[dict]) -> StoredEvaluation:

@@ -13,6 +13,19 @@ def client() -> docker.DockerClient:
     return docker.from_env(timeout=120)
 
 
+def engine_identity(pid_file: str = "/var/run/docker.pid") -> str | None:
+    """Which run of the local Docker engine is up: its pid and start time. A change between the start
+    and the end of an evaluation means the engine restarted under it (a platform failure, never the
+    participant's). None where the engine is not local or not readable."""
+    try:
+        pid = int(open(pid_file).read().strip())
+        with open(f"/proc/{pid}/stat") as fh:
+            start = fh.read().rsplit(")", 1)[1].split()[19]   # field 22: start time in clock ticks
+        return f"{pid}:{start}"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def available_runtimes() -> set[str]:
     return set((client().info().get("Runtimes") or {}).keys())
 

@@ -17,6 +17,7 @@ from lake.vocabulary import LABEL_SUBMISSION
 from sandbox.config import SandboxSettings
 from sandbox.harness import DecoderSession, LoadSettings, ScenarioRun, StallWatchdog, run_loadgen
 from sandbox.interference import TimedRunGuard
+from sandbox.engine import engine_identity
 from sandbox.runner import ContainerExit, run_sandboxed
 from sandbox.workload import PromptPlan, Workload, timed_prompt_count
 
@@ -49,6 +50,7 @@ def run_session(image: str, submission_id: str, workload: Workload, plan: Prompt
                 accuracy_gate: Callable[[ScenarioRun], bool]) -> SessionOutcome:
     """Start the container, load, the accuracy pass and (if `accuracy_gate` passes it) the timed runs."""
     session = DecoderSession()
+    engine = engine_identity()
     with run_sandboxed(image, settings, model_dir=model_dir, on_line=session.on_line,
                        on_overflow=session.on_overflow, on_eof=session.on_eof,
                        labels={LABEL_SUBMISSION: submission_id}) as box:
@@ -105,6 +107,10 @@ def run_session(image: str, submission_id: str, workload: Workload, plan: Prompt
                 except Exception as exc:
                     on_log(f"[arena] telemetry did not stop cleanly: {exc}")
     out.error, out.error_kind = session.error, session.error_kind
+    if out.error and out.error_kind != "platform" and engine is not None and engine_identity() != engine:
+        # the engine restarted under the container: whatever the container seemed to do, the platform broke
+        out.error_kind = "platform"
+        out.error = f"the Docker engine restarted during the evaluation ({out.error})"
     out.sent = list(session.sent)
     return out
 

@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from sqlalchemy import text
 
 from intake.app import create_app
+from intake_servers import free_socket, serve  # noqa: F401 (used here and by the tests)
 from intake.config import Settings
 from intake.db import Database
 from intake.packaging import zip_directory
@@ -50,32 +46,6 @@ def database_url(request, tmp_path):
                           "RESTART IDENTITY CASCADE"))
     db.dispose()
     return url
-
-
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextmanager
-def serve(app, sock: socket.socket):
-    """Run ``app`` under uvicorn in a thread on ``sock`` until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="websockets-sansio"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 @dataclass

@@ -344,7 +344,7 @@ def test_logs_socket_refuses_strangers(arena, make_zip):
 def test_intake_configured_from_the_environment_serves_storage_urls(tmp_path, make_zip):
     """ARENA_BUCKET_URL / ARENA_LAKE_URL are storage URLs (lake/storage.py): intake starts on them,
     reports a healthy bucket, and hands an upload over through them."""
-    from conftest import free_socket, serve
+    from intake_servers import free_socket, serve
     from intake.app import create_app
     from intake.config import Settings
     from intake.security import create_user

@@ -3,7 +3,6 @@ may make intake hold, quota and rate limit before validation, WebSocket limits, 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid

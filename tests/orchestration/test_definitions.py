@@ -9,7 +9,7 @@ from orchestration.definitions import defs
 
 def test_code_location_has_the_assets_jobs_and_sensors():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"submission_image", "evaluation", "scores", "leaderboard"}
+    assert keys == {"submission_image", "evaluation", "scores", "leaderboard", "lake_maintenance"}
     assert defs.resolve_job_def("evaluate_submission").partitions_def.name == "submissions"
     assert {s.name for s in defs.sensors} == {"intake_sensor", "leaderboard_sensor", "platform_failure_sensor",
                                             "cancelled_run_sensor"}

@@ -5,7 +5,7 @@ from lake.tables import Lake
 from orchestration.definitions import defs
 from orchestration.maintenance import lake_maintenance
 from orchestration.resources import ArenaStorage
-from tests.lake.test_lake import CHALLENGE, add
+from tests.lake.test_lake import add
 
 
 def test_lake_maintenance_compacts_and_the_views_read_the_compacted_files(tmp_path, monkeypatch):

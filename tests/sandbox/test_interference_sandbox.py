@@ -3,7 +3,6 @@ CPU during the first timed run only is re-measured and the result stays valid; a
 leaves the measurement invalid, and the leaderboard never ranks it."""
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
