@@ -85,8 +85,8 @@ class Outcome:
 def evaluate(image: str, *, public: int, private: int, max_new_tokens: int, seed: int, log_dir: Path,
              min_duration_ms: int = 2000) -> Outcome:
     source = parts.prompts()
-    timed = source.private(seed, private)
-    prompts = source.public()[:public] + timed
+    fresh = source.private(seed, 2 * private)     # never a prompt twice: the timed run gets its own
+    prompts, timed = source.public()[:public] + fresh[:private], fresh[private:]
     session = DecoderSession()
     with run_sandboxed(image, SETTINGS, model_dir=parts.model_dir(), on_line=session.on_line,
                        on_overflow=session.on_overflow, on_eof=session.on_eof) as box:
