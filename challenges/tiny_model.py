@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lake.atomic import publish_dir, read_json
+
 try:  # pyproject dependency; optional here because only speed depends on it
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover
@@ -294,37 +296,12 @@ class TinyModel:
         The directory is what containers see read-only at /arena/model. A directory left by an older
         spec (different config.json) is replaced; concurrent callers may race, the loser's copy is
         dropped since both are identical."""
-        import os
-        import shutil
-        import tempfile
         target = Path(cache_root) / self.name
         config = self.config.to_json()
-        if _read_json(target / "config.json") == config and (target / "weights.npz").is_file():
+        if read_json(target / "config.json") == config and (target / "weights.npz").is_file():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=target.parent))
-        try:
+        def fill(tmp: Path) -> None:
             save_weights(self.weights(), tmp / "weights.npz")
             save_config(self.config, tmp / "config.json")
-            for f in tmp.iterdir():
-                f.chmod(0o644)
-            tmp.chmod(0o755)  # mkdtemp makes 0700; the container user is not the host user
-            if target.exists():
-                stale = target.with_name(f".{self.name}.stale.{os.getpid()}")
-                os.replace(target, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                if _read_json(target / "config.json") != config:  # not a racing twin: a real failure
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return publish_dir(target, fill, config)
 
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

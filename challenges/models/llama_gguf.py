@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -39,6 +38,7 @@ from challenges.models import gguf_file
 from challenges.models.llama_numpy import Llama, LlamaConfig
 from challenges.models.pinned import PinnedFile, locate
 from challenges.spec import ChallengeSpec, Fields
+from lake.atomic import publish_dir, read_json
 
 #: bump when the layout of the materialized directory changes: old directories are rebuilt
 LAYOUT_VERSION = 1
@@ -117,24 +117,9 @@ class LlamaGguf:
         atomically (a temporary directory renamed into place; a racing twin's copy is dropped)."""
         target = Path(cache_root) / f"{self.kind}-{self.pin.sha256[:16]}"
         wanted = self._config_json()
-        if _read_json(target / "config.json") == wanted and _complete(target, wanted):
+        if read_json(target / "config.json") == wanted and _complete(target, wanted):
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            self._write(tmp, wanted)
-            if target.exists():
-                stale = target.with_name(f".{target.name}.stale.{os.getpid()}")
-                os.replace(target, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                if _read_json(target / "config.json") != wanted:   # not a racing twin: a real failure
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return publish_dir(target, lambda tmp: self._write(tmp, wanted), wanted)
 
     def _config_json(self) -> dict:
         cfg, llama, tok = self._load()
@@ -162,18 +147,9 @@ class LlamaGguf:
             np.save(tmp / "weights" / f"{name}.npy", array, allow_pickle=False)
         self.tokenizer().save(str(tmp / "tokenizer.json"))
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-        for path in tmp.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        tmp.chmod(0o755)    # mkdtemp makes 0700; the container user is not the host user
 
 
 def _complete(target: Path, config: dict) -> bool:
     return (target / "model.gguf").is_file() and (target / "tokenizer.json").is_file() and all(
         (target / "weights" / f"{name}.npy").is_file() for name in config["weights"])
 
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
