@@ -1,6 +1,8 @@
 """The intake web application: `create_app(settings)`; `app` for `uvicorn intake.app:app`."""
 from __future__ import annotations
 
+import asyncio
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -16,6 +18,7 @@ from intake.routes import admin, health, leaderboard, submissions, web
 from intake.sessions import COOKIE as SESSION_COOKIE
 from intake.submissions import Submissions
 
+log = logging.getLogger("arena.intake")
 
 ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message", "details"],
@@ -28,6 +31,18 @@ ERROR_RESPONSES = {status: {"description": what, "content": {"application/json":
                                         (429, "quota; see Retry-After"))}
 
 
+async def sweep_forever(subs: Submissions, settings: Settings) -> None:
+    """Submissions.sweep at startup and every ARENA_SWEEP_INTERVAL_S, off the event loop."""
+    while True:
+        try:
+            removed = await asyncio.to_thread(subs.sweep, settings.sweep_age_s)
+            if removed["spool_files"] or removed["orphan_rows"]:
+                log.warning("swept %s", removed)
+        except Exception:   # a sweep that fails (database restarting) waits for the next one
+            log.exception("sweep failed")
+        await asyncio.sleep(settings.sweep_interval_s)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     db = Database(settings.database_url)
@@ -35,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         db.migrate()
+        sweeper = asyncio.create_task(sweep_forever(app.state.submissions, settings))
         yield
+        sweeper.cancel()
         db.dispose()
 
     app = FastAPI(title="Decode Arena intake", version="1", lifespan=lifespan, responses=ERROR_RESPONSES)

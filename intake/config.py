@@ -78,6 +78,8 @@ class Settings:
     ws_max_lifetime_s: int = 3600
     session_max_age_s: int = 14 * 24 * 3600
     metrics_token: str | None = None
+    sweep_age_s: int = 3600       # spool files and unacknowledged rows older than this are removed
+    sweep_interval_s: int = 600   # how often intake sweeps (and once at startup)
 
     def __post_init__(self) -> None:
         check_secret_key(self.secret_key)
@@ -115,6 +117,8 @@ class Settings:
             ws_max_lifetime_s=int(env.get("ARENA_WS_MAX_LIFETIME_S", "3600")),
             session_max_age_s=int(env.get("ARENA_SESSION_MAX_AGE_S", 14 * 24 * 3600)),
             metrics_token=env.get("ARENA_METRICS_TOKEN") or None,
+            sweep_age_s=int(env.get("ARENA_SWEEP_AGE_S", "3600")),
+            sweep_interval_s=int(env.get("ARENA_SWEEP_INTERVAL_S", "600")),
         )
 
     def with_(self, **changes) -> "Settings":

@@ -170,6 +170,34 @@ class Submissions:
         self.bucket.withdraw(sub.challenge, sub.id)
         self.lake.delete_submission(sub.challenge, sub.id)
 
+    # -- housekeeping ----------------------------------------------------------------------
+    def sweep(self, older_than_s: float, window_s: float = 7 * 86400) -> dict:
+        """What a killed intake or a lost commit answer left behind, older than ``older_than_s``:
+        spool files of uploads that never finished (``$ARENA_HOME/tmp/upload-*.zip``; a live upload
+        rewrites its file, so an old one has no process behind it), and rows with neither a marker nor
+        a status: their commit went through while its answer was lost, accept()
+        withdrew the marker and the zip, and the client (told 5xx) never retried. Such a row was never
+        acknowledged and holds nothing to evaluate; it is deleted, so it is not listed `queued` for
+        ever. Rows created in the last ``window_s`` are looked at. Returns what was removed."""
+        import time
+        cutoff = time.time() - older_than_s
+        spool = [f for f in (self.settings.home / "tmp").glob("upload-*.zip") if f.stat().st_mtime < cutoff]
+        for f in spool:
+            f.unlink(missing_ok=True)
+        orphans = []
+        newest = utcnow() - timedelta(seconds=older_than_s)
+        with self.db.session() as session, session.begin():
+            rows = session.scalars(select(Submission).where(
+                Submission.created_at < newest,
+                Submission.created_at >= newest - timedelta(seconds=window_s))).all()
+            for sub in rows:
+                # every hand-over writes the marker and then the status; a withdrawal removes both
+                if (self.bucket.status(sub.id) is None
+                        and not self.bucket.storage.exists(self.bucket.marker_key(sub.challenge, sub.id))):
+                    orphans.append(sub.id)
+                    session.delete(sub)
+        return {"spool_files": [f.name for f in spool], "orphan_rows": orphans}
+
     # -- reading ---------------------------------------------------------------------------
     def visible(self, session: Session, user: User, sid: str) -> Submission:
         """The submission if ``user`` may see it; others' submissions are 404, not 403."""

@@ -59,12 +59,16 @@ run_coordinator:
     dequeue_interval_seconds: 1
     tag_concurrency_limits:
 {limits}
-{storage}telemetry:
+{storage}run_launcher:
+  module: orchestration.launcher
+  class: ArenaDefaultRunLauncher
+telemetry:
   enabled: false
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   max_resume_run_attempts: 0
+  poll_interval_seconds: 10
 run_retries:
   enabled: true
   max_retries: {fleet.run_retries()}

@@ -1,5 +1,13 @@
-"""The fleet's run launcher: Dagster's CeleryRunLauncher, with a cancel that ends CANCELED and a
-health check that notices a lost worker.
+"""The run launchers: embedded mode's (Dagster's DefaultRunLauncher with a health check), and the
+fleet's (Dagster's CeleryRunLauncher, with a cancel that ends CANCELED and a health check that notices
+a lost worker).
+
+- Embedded, run worker killed: the DefaultRunLauncher has no health check, so a run whose process
+  was SIGKILLed stayed STARTED until its `dagster/max_runtime`. ArenaDefaultRunLauncher reads the run
+  process's pid from the run's own "Started process for run (pid: N)" event and, when that process
+  is gone (or a zombie, or the pid now belongs to a younger process), run monitoring fails the run at
+  once as a platform failure, which run retries start again. Embedded mode is one host, so the pid is
+  on the daemon's host.
 
 - Cancel: Celery's revoke(terminate=True) kills the run's process, and the run ends FAILURE. Here
   the run is marked CANCELING, a task not started yet is revoked, and the worker's own cancel watcher
@@ -13,11 +21,62 @@ from __future__ import annotations
 
 import time
 
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+import os
+from pathlib import Path
+
+from dagster import DagsterEventType
+from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 
 from orchestration.fleet import worker_lost_grace_s
+
+
+RUN_PROCESS_EVENT = "Started process for run"
+
+
+def run_process(instance, run_id: str) -> tuple[int, float] | None:
+    """(pid, when it was reported) of the run's worker process, from the run's engine events."""
+    for record in reversed(instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)):
+        if not record.message.startswith(RUN_PROCESS_EVENT):
+            continue
+        metadata = record.dagster_event.engine_event_data.metadata if record.dagster_event else {}
+        if "pid" in metadata:
+            return int(metadata["pid"].value), record.timestamp
+    return None
+
+
+def process_started_at(pid: int) -> float | None:
+    """Epoch seconds the live process `pid` started at; None when there is none (or only a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()     # after "pid (comm) ": state is field 3
+    if fields[0] in ("Z", "X"):
+        return None
+    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+class ArenaDefaultRunLauncher(DefaultRunLauncher):
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run) -> CheckRunHealthResult:
+        found = run_process(self._instance, run.run_id)
+        if found is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no run process reported yet")
+        pid, reported_at = found
+        started = process_started_at(pid)
+        # the process reports its own pid, so it started before its report; a younger one reused the pid
+        if started is not None and started <= reported_at + 2.0:
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED,
+            f"run worker lost: its process (pid {pid}) is gone (platform failure; retried)")
 
 
 class ArenaCeleryRunLauncher(CeleryRunLauncher):

@@ -51,6 +51,7 @@ class IntakeProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    extra_env: dict = field(default_factory=dict)    # ARENA_* settings of this test
 
     @property
     def url(self) -> str:
@@ -65,6 +66,7 @@ class IntakeProcess:
         env.update(ARENA_HOME=str(self.home), ARENA_PORT=str(self.port), ARENA_DATABASE_URL=self.database_url,
                    ARENA_SECRET_KEY=SECRET, ARENA_DAILY_QUOTA="1000", ARENA_UPLOAD_RATE_LIMIT="1000",
                    ARENA_MAX_CONCURRENT="1000", PYTHONPATH=str(ROOT))
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 120) -> "IntakeProcess":

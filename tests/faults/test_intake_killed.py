@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 
 import httpx
@@ -40,6 +41,8 @@ def test_intake_killed_mid_upload_leaves_nothing_and_the_retry_is_accepted_once(
 
     intake.kill()
     sock.close()
+    left = [p.name for p in spool.glob("upload-*.zip")]
+    assert left, "the killed intake left its partial spool file (what the restart sweeps)"
 
     # nothing was handed over: no marker (the sensor's only input), no zip, no status, no lake row
     assert list(intake.bucket.markers()) == []
@@ -47,8 +50,13 @@ def test_intake_killed_mid_upload_leaves_nothing_and_the_retry_is_accepted_once(
     assert [f for f in bucket_files(intake.home / "bucket") if f.startswith(("incoming/", "status/"))] == []
     assert not list((intake.home / "lake").rglob("*.parquet"))
 
-    # a restarted intake (same home, same database) takes the same upload, once
+    # a restarted intake (same home, same database) sweeps the dead upload's spool file at startup
+    # (older than ARENA_SWEEP_AGE_S) and takes the same upload, once
+    time.sleep(1.5)
+    intake.extra_env = {"ARENA_SWEEP_AGE_S": "1"}
     intake.start()
+    wait_for(lambda: not any(p.name in left for p in spool.glob("upload-*.zip")), 30,
+             f"the startup sweep to remove {left}")
     with httpx.Client(base_url=intake.url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as http:
         first = http.post("/api/v1/submissions", files={"file": ("s.zip", zip_file.read_bytes(), "application/zip")})
         assert first.status_code == 202, first.text

@@ -96,7 +96,8 @@ def test_fleet_dagster_yaml(tmp_path, monkeypatch):
 def test_embedded_dagster_yaml_retries_platform_failures(tmp_path, monkeypatch):
     monkeypatch.delenv("ARENA_DAGSTER_MODE", raising=False)
     config = yaml.safe_load(write_dagster_yaml(tmp_path).read_text())
-    assert "run_launcher" not in config             # embedded: Dagster's default launcher, SQLite
+    # embedded: Dagster's default launcher with a run-worker health check (orchestration/launcher.py)
+    assert config["run_launcher"] == {"module": "orchestration.launcher", "class": "ArenaDefaultRunLauncher"}
     assert config["run_retries"] == {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": True}
 
 

@@ -19,7 +19,8 @@ from sandbox_workloads import BATTERY, FIXTURES, SESSION, default_runtime
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 CHEATERS = FIXTURES / "cheaters"
-SETTINGS = BATTERY.with_(run_timeout_s=300, memory_bytes=512 << 20)
+# the fixtures report on every request up to 1,000 (~70 bytes each): room for all of them in the run log
+SETTINGS = BATTERY.with_(run_timeout_s=300, memory_bytes=512 << 20, stderr_cap_bytes=1 << 20)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,7 @@ def cheater(tmp_path_factory):
 
 
 def stats(evaluation) -> dict:
+    assert "[arena] stderr truncated" not in evaluation.stderr, "the run log cut the decoder's reports short"
     for line in reversed(evaluation.stderr.splitlines()):   # the last report counts
         if line.startswith("ARENA-PROBE "):
             return json.loads(line[len("ARENA-PROBE "):])
