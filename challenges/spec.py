@@ -109,6 +109,7 @@ class Limits:
     load_timeout_s: float | None = None
     run_timeout_s: float | None = None
     stall_timeout_s: float | None = None   # requests in flight and no output for this long: timeout
+    build_timeout_s: float | None = None   # wall clock for building a submission's image
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def _limits(f: Fields) -> Limits:
                     tmpfs_bytes=f.int("tmpfs_bytes", None, 1 << 20),
                     load_timeout_s=f.float("load_timeout_s", None, 1),
                     run_timeout_s=f.float("run_timeout_s", None, 1),
-                    stall_timeout_s=f.float("stall_timeout_s", None, 1))
+                    stall_timeout_s=f.float("stall_timeout_s", None, 1),
+                    build_timeout_s=f.float("build_timeout_s", None, 1))
     f.done()
     return limits
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, DynamicPartitionsDefinition, MetadataValue, Output, asset
 
-from challenges import challenge_names
+from challenges import challenge_names, load_challenge
 from lake.leaderboard import build_leaderboard
 from lake.operator import OperatorStore
 from lake.results import validate_result
 from lake.vocabulary import LABEL_SUBMISSION
-from orchestration.evaluation import Collaborators, evaluate_submission
+from orchestration.evaluation import Collaborators, evaluate_submission, settings_for
 from orchestration.resources import ArenaStorage, Sandbox
 from sandbox.build import build_submission_zip, image_exists
 from sandbox.telemetry import Sidecar
@@ -40,7 +40,9 @@ def build(storage: ArenaStorage, sandbox: Sandbox, sid: str) -> dict:
     bucket.clear_log(sid, "build")   # a rerun starts its build log afresh
     with tempfile.TemporaryDirectory(prefix="arena-zip-") as tmp:
         zip_file = bucket.fetch_zip(marker.challenge, sid, Path(tmp) / f"{sid}.zip")   # FileNotFoundError: lost
-        result = build_submission_zip(zip_file, tag, sandbox.settings(),
+        # the challenge's [limits] (build_timeout_s) are rules of the competition, as in the evaluation
+        settings = settings_for(load_challenge(marker.challenge), sandbox.settings())
+        result = build_submission_zip(zip_file, tag, settings,
                                       lambda line: bucket.append_log(sid, "build", line),
                                       labels={LABEL_SUBMISSION: sid})
     bucket.append_log(sid, "build", f"[arena] build {'succeeded' if result.ok else 'failed'} "

@@ -59,7 +59,7 @@ def settings_for(challenge: Challenge, settings: SandboxSettings) -> SandboxSett
     changes = {"memory_bytes": lim.memory_bytes, "cpus": lim.cpus, "pids_limit": lim.pids,
                "tmpfs_bytes": lim.tmpfs_bytes, "load_timeout_s": lim.load_timeout_s,
                "run_timeout_s": lim.run_timeout_s, "threads": lim.threads,
-               "stall_timeout_s": lim.stall_timeout_s}
+               "stall_timeout_s": lim.stall_timeout_s, "build_timeout_s": lim.build_timeout_s}
     known = set(SandboxSettings.__dataclass_fields__)
     return replace(settings, **{k: v for k, v in changes.items() if v is not None and k in known})
 

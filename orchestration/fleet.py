@@ -66,7 +66,8 @@ def max_runtime_s(challenge: str) -> float:
     spec = CHALLENGES_ROOT / challenge / SPEC_FILE
     # only the [limits] table: this must work for any challenge the sensor meets, whatever its model
     limits = tomllib.loads(spec.read_text()).get("limits", {}) if spec.exists() else {}
-    return (defaults.build_timeout_s + float(limits.get("load_timeout_s", defaults.load_timeout_s))
+    return (float(limits.get("build_timeout_s", defaults.build_timeout_s))
+            + float(limits.get("load_timeout_s", defaults.load_timeout_s))
             + float(limits.get("run_timeout_s", defaults.run_timeout_s)) + RUNTIME_MARGIN_S)
 
 

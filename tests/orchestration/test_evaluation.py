@@ -100,8 +100,8 @@ def test_a_failed_build_gets_its_result_from_the_same_builder(bucket, arena_home
 def test_challenge_limits_win_over_the_host_defaults():
     host = SandboxSettings(memory_bytes=1 << 30, cpus=2.0, load_timeout_s=5)
     s = settings_for(load_challenge("smollm2-135m"), host)
-    assert (s.memory_bytes, s.cpus, s.threads, s.load_timeout_s, s.run_timeout_s, s.stall_timeout_s) == \
-        (3 << 30, 1.0, 1, 180, 2400, 300)
+    assert (s.memory_bytes, s.cpus, s.threads, s.load_timeout_s, s.run_timeout_s, s.stall_timeout_s,
+            s.build_timeout_s) == (3 << 30, 1.0, 1, 180, 2400, 300, 1800)
     assert settings_for(load_challenge("efficient-decode"), host) == host   # no [limits]: the host's
 
 
