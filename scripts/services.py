@@ -73,6 +73,13 @@ STREAMLIT_ENV = ("ARENA_HOME", "ARENA_BUCKET_URL", "ARENA_LAKE_URL", "ARENA_S3_E
                  "ARENA_DAGSTER_MODE", "ARENA_DAGSTER_POSTGRES_PASSWORD", "ARENA_REDIS_URL", "ARENA_POOLS_FILE")
 
 
+#: The daemon launches each embedded run through the code server (gRPC StartRun), which answers once
+#: the run's process has imported the code location: at load 45-65 on 2 cores that passed Dagster's
+#: 60 s default, and the run was failed as "Unexpected error in IPC client" before it ever started.
+DAGSTER_GRPC_TIMEOUT = "DAGSTER_GRPC_TIMEOUT_SECONDS"
+DAGSTER_GRPC_TIMEOUT_DEFAULT = "300"
+
+
 def service_env(name: str, env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment ``name`` is started with: an allow-list, never the operator's whole shell.
 
@@ -87,7 +94,7 @@ def service_env(name: str, env: dict[str, str] | None = None) -> dict[str, str]:
     keep = set(BASE_ENV) | {k for k in env if k.startswith("AWS_")}  # an S3 bucket or lake
     if name.startswith("dagster"):
         keep |= {k for k in env if k.startswith("ARENA_") and k not in INTAKE_SECRETS}
-        keep |= {"DAGSTER_HOME", *ENGINE_ENV, "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
+        keep |= {"DAGSTER_HOME", DAGSTER_GRPC_TIMEOUT, *ENGINE_ENV, "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
         keep |= {k for k in env if k.startswith("PIP_")}  # the build's host-side wheelhouse download
     elif name == "streamlit":
         keep |= set(STREAMLIT_ENV)
@@ -144,6 +151,7 @@ def recover_runs() -> None:
 
 def up(timeout: float) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home()))
+    os.environ.setdefault(DAGSTER_GRPC_TIMEOUT, DAGSTER_GRPC_TIMEOUT_DEFAULT)
     write_dagster_yaml(Path(os.environ["DAGSTER_HOME"]))
     logs = arena_home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
