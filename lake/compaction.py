@@ -39,7 +39,7 @@ from lake.layout import TABLES, TableSpec, conform, file_version
 from lake.storage import unique_suffix
 from lake.tables import COMPACTED, JOURNAL, Lake, as_lake, parquet_bytes
 from lake.storage import Entry
-from lake.views import _lit, files_sql, key_expr, prepare
+from lake.views import _lit, exclude_sql, files_sql, key_expr, prepare
 
 #: Rows per compacted file (ARENA_LAKE_COMPACT_ROWS).
 DEFAULT_TARGET_ROWS = 500_000
@@ -185,7 +185,7 @@ def compact_table(lake: Lake, table: str, *, full: bool = False, rows_per_part: 
         for part, stale in (u for u in group if not isinstance(u, str)):
             where = ""
             if stale:
-                where = f" WHERE {key_expr(spec)} NOT IN ({', '.join(_lit(row_key(spec, k)) for k in stale)})"
+                where = f" WHERE {exclude_sql(spec, sorted(stale))}"
             selects.append(f"SELECT {columns} FROM read_parquet({_lit(lake.uri(part['key']))}){where}")
             held |= {k: t for k, t in held_by[part["key"]].items() if k not in stale}
         if raws:
