@@ -39,7 +39,7 @@ from lake.layout import TABLES, TableSpec, conform, file_version
 from lake.storage import unique_suffix
 from lake.tables import COMPACTED, JOURNAL, Lake, as_lake, parquet_bytes
 from lake.storage import Entry
-from lake.views import _lit, exclude_sql, files_sql, key_expr, prepare
+from lake.views import _lit, exclude_sql, files_sql, prepare
 
 #: Rows per compacted file (ARENA_LAKE_COMPACT_ROWS).
 DEFAULT_TARGET_ROWS = 500_000
