@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -57,13 +58,21 @@ def generate_slice(args: tuple) -> int:
     submission and evaluation rows and result JSON; one in ``every`` also gets its requests (64) and
     telemetry (30 s at 1 Hz, half with GPU rows): the runs the explorer opens."""
     import numpy as np
-    import pyarrow.parquet as pq
-    from ulid import ULID
     root, first, n, participants, every = args
     lake, rng = Lake(root), np.random.default_rng(first)
     tmp = Path(tempfile.mkdtemp(prefix="arena-dash-gen-"))
     span_s = 180 * 86400
     created = np.sort(T0 + rng.uniform(0, span_s, n))
+    try:
+        _generate(lake, rng, tmp, created, first, n, participants, every)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return n
+
+
+def _generate(lake, rng, tmp: Path, created, first: int, n: int, participants: int, every: int) -> None:
+    import pyarrow.parquet as pq
+    from ulid import ULID
     for i in range(n):
         sid = str(ULID.from_timestamp(float(created[i])))
         lake.write_submission({"id": sid, "challenge": CHALLENGE, "user": f"user-{int(rng.integers(0, participants)):05d}",
@@ -77,7 +86,6 @@ def generate_slice(args: tuple) -> int:
         lake.write_requests(CHALLENGE, sid, 1, requests_table(rng, 64, start_ns))
         pq.write_table(telemetry_table(rng, 30, 1.0, start_ns, gpu=rng.random() < 0.5), tmp / "t.parquet")
         lake.put_telemetry(CHALLENGE, sid, 1, tmp / "t.parquet")
-    return n
 
 
 def seed(home: Path, n: int, active: int, workers: int, runs: int) -> dict:

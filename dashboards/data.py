@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import threading
 import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import streamlit as st
 
@@ -43,13 +45,34 @@ def bucket() -> Bucket:
 
 
 # -- the lake --------------------------------------------------------------------------------------
+_CURSOR_LOCK = threading.Lock()
+
+
+@st.cache_resource(ttl=TTL_S, show_spinner=False, max_entries=4)
+def snapshot(url: str) -> duckdb.DuckDBPyConnection:
+    """One DuckDB connection with the lake's views, shared by every query of every page and session for
+    TTL_S seconds: a page load opens the views once (four manifests, four short journal listings), not
+    once per query. Each query runs on its own ``cursor()`` (DuckDB connections are not shared between
+    threads). The parts it names stay readable for a whole compaction interval after a newer manifest
+    replaces them (lake/compaction.py), far longer than TTL_S."""
+    return connect(url)
+
+
+def cursor() -> duckdb.DuckDBPyConnection:
+    con = snapshot(str(storage().lake))
+    with _CURSOR_LOCK:
+        cur = con.cursor()
+    cur.execute("SET enable_progress_bar = false")
+    return cur
+
+
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def views() -> list[str]:
-    con = connect(storage().lake)
+    cur = cursor()
     try:
-        return available_views(con)
+        return available_views(cur)
     finally:
-        con.close()
+        cur.close()
 
 
 def has(view: str) -> bool:
@@ -58,11 +81,11 @@ def has(view: str) -> bool:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def query(sql: str, params: dict | None = None) -> pd.DataFrame:
-    con = connect(storage().lake)
+    cur = cursor()
     try:
-        return con.execute(sql, params or {}).fetch_df()
+        return cur.execute(sql, params or {}).fetch_df()
     finally:
-        con.close()
+        cur.close()
 
 
 def challenges_in_lake() -> list[str]:

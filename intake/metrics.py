@@ -97,7 +97,7 @@ class EvaluationCollector:
 
     def outcomes(self) -> list[tuple[str, str, str, int]]:
         from lake.views import available_views, connect
-        con = connect(self.lake_root, tables=("evaluations",))
+        con = connect(self.lake_root, tables=("evaluations",), shared=True)
         try:
             if "evaluations" not in available_views(con):
                 return []

@@ -1,7 +1,9 @@
 """Compaction: the lake's small per-submission files copied into large files sorted by submission.
 
-Each table keeps ``_compacted/<table>/manifest.json``: the compacted part files, the per-submission
-files (with their version tag) each part holds, and a journal watermark. A compaction:
+Each table keeps ``_compacted/<table>/manifest.json``: the compacted part files (key, rows, id range)
+and a journal watermark. Which per-submission files (with their version tag) each part holds is kept
+beside the part, in ``part-….sources.json``, which only compaction reads: the manifest the views read
+stays a few hundred bytes per part, however many submissions the lake holds. A compaction:
 
 1. lists the table's per-submission files and compares them with the manifest: new, changed (a
    rerun overwrote ``evaluation.parquet``) and removed files;
@@ -10,8 +12,10 @@ files (with their version tag) each part holds, and a journal watermark. A compa
    parts of about ``target_rows`` rows, each written whole under a new name;
 3. swaps the manifest atomically (one put): readers see the old set of parts or the new one, never a
    mix; parts replaced by the previous compaction are deleted now (one generation of grace for
-   readers still holding the old manifest), and so are journal entries the previous manifest
-   already covered.
+   readers still holding the old manifest); the journal entries up to the new watermark are deleted
+   at once (the new parts hold their files), so the journal holds only the tail and listing it costs
+   what was written since the last compaction. A reader that read the previous manifest and listed
+   the journal while the entries went re-reads the manifest, sees a new generation, and reads again.
 
 The watermark is the newest journal entry written before ``now - grace``: every per-submission file
 journaled after it is read from its own file by the views (the "tail"), and wins over its compacted
@@ -35,7 +39,7 @@ from lake.layout import TABLES, TableSpec, conform, file_version
 from lake.storage import unique_suffix
 from lake.tables import COMPACTED, JOURNAL, Lake, as_lake, parquet_bytes
 from lake.storage import Entry
-from lake.views import _lit, files_sql, key_expr, prepare
+from lake.views import _lit, exclude_sql, files_sql, prepare
 
 #: Rows per compacted file (ARENA_LAKE_COMPACT_ROWS).
 DEFAULT_TARGET_ROWS = 500_000
@@ -136,15 +140,16 @@ def compact_table(lake: Lake, table: str, *, full: bool = False, rows_per_part: 
     #    under half the target size, are absorbed (read back from the part, minus the stale rows)
     keep, absorb, raw = [], [], set()
     old_parts = [] if full or manifest.get("schema_version") != spec.version else manifest["parts"]
+    held_by = {p["key"]: part_sources(lake, p) for p in old_parts}
     for part in old_parts:
-        stale = {k for k, tag in part["sources"].items() if sources.get(k) != tag}
+        stale = {k for k, tag in held_by[part["key"]].items() if sources.get(k) != tag}
         if stale or part["rows"] < rows_per_part // 2:
             absorb.append((part, stale))
             raw |= {k for k in stale if k in sources}
         else:
             keep.append(part)
-    covered = {k for p in keep for k in p["sources"]}
-    covered |= {k for p, stale in absorb for k in p["sources"] if k not in stale}
+    covered = {k for p in keep for k in held_by[p["key"]]}
+    covered |= {k for p, stale in absorb for k in held_by[p["key"]] if k not in stale}
     raw |= set(sources) - covered
     raw_sorted = sorted(raw, key=lambda k: _source_order(spec, k))
     report.files_compacted = len(raw_sorted)
@@ -180,9 +185,9 @@ def compact_table(lake: Lake, table: str, *, full: bool = False, rows_per_part: 
         for part, stale in (u for u in group if not isinstance(u, str)):
             where = ""
             if stale:
-                where = f" WHERE {key_expr(spec)} NOT IN ({', '.join(_lit(row_key(spec, k)) for k in stale)})"
+                where = f" WHERE {exclude_sql(spec, sorted(stale))}"
             selects.append(f"SELECT {columns} FROM read_parquet({_lit(lake.uri(part['key']))}){where}")
-            held |= {k: t for k, t in part["sources"].items() if k not in stale}
+            held |= {k: t for k, t in held_by[part["key"]].items() if k not in stale}
         if raws:
             selects.append(files_sql(spec, [lake.uri(k) for k in raws]))
             held |= {k: sources[k] for k in raws}
@@ -193,31 +198,54 @@ def compact_table(lake: Lake, table: str, *, full: bool = False, rows_per_part: 
                         f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536, KV_METADATA {{{meta}}})")
             n = pq.read_metadata(local).num_rows
             lake.storage.put_file(key, local)
+        lake.storage.put_json(sources_key(key), held)
         ids = sorted(path_values(spec, k).get(id_col) for k in held)
         new_parts.append({"key": key, "rows": n, "min": ids[0] if ids else None,
-                          "max": ids[-1] if ids else None, "sources": held})
+                          "max": ids[-1] if ids else None, "sources_key": sources_key(key)})
         report.rows_written += n
     con.close()
     report.parts_written, report.parts_kept = len(new_parts), len(keep)
     # 4. swap the manifest, then delete what no reader can still need
-    replaced = [p["key"] for p in manifest["parts"] if p not in keep]
+    kept_keys = {p["key"] for p in keep}
+    replaced = [p["key"] for p in manifest["parts"] if p["key"] not in kept_keys]
+    for part in keep:                   # a manifest written before the sources moved out of it
+        if "sources" in part:
+            lake.storage.put_json(sources_key(part["key"]), part.pop("sources"))
+            part["sources_key"] = sources_key(part["key"])
     previous_retired = manifest.get("retired", [])
-    previous_watermark = manifest.get("watermark", "")
     lake.storage.put_json(f"{COMPACTED}/{table}/manifest.json", {
         "table": table, "schema_version": spec.version, "generation": generation, "watermark": watermark,
         "compacted_at": now, "parts": keep + new_parts, "retired": replaced})
     for key in previous_retired:
         lake.storage.delete(key)
+        lake.storage.delete(sources_key(key))
         report.parts_deleted += 1
-    if previous_watermark:
-        for entry, _ in lake.journal_after(table, ""):
-            if entry > previous_watermark:
-                break
-            lake.storage.delete(f"{JOURNAL}/{table}/{entry}")
-            report.journal_deleted += 1
+    # the journal up to the new watermark is consumed: the new parts hold those files. A reader that
+    # read the previous manifest notices the new generation after its listing and reads again
+    # (lake.views.table_sql), so the journal shrinks to the tail at once and its listing stays short.
+    for entry, _ in lake.journal_after(table, ""):
+        if entry > watermark or not watermark:
+            break
+        lake.storage.delete(f"{JOURNAL}/{table}/{entry}")
+        report.journal_deleted += 1
     report.generation = generation
     report.seconds = time.monotonic() - started
     return report
+
+
+def sources_key(part_key: str) -> str:
+    """Where a part's sources live: the per-submission files it holds and their version tags (read by
+    compaction only; the manifest the views read stays small)."""
+    return part_key.removesuffix(".parquet") + ".sources.json"
+
+
+def part_sources(lake: Lake, part: dict) -> dict[str, str]:
+    if "sources" in part:               # manifests written before the sources moved to their own file
+        return part["sources"]
+    found = lake.storage.get_json(part["sources_key"])
+    if found is None:
+        raise RuntimeError(f"{part['sources_key']} is missing: rebuild with `arena lake compact --full`")
+    return found
 
 
 def footers(con, lake: Lake, spec: TableSpec, keys: list[str]) -> dict[str, int]:

@@ -53,7 +53,7 @@ def build_leaderboard(where: "Lake | Storage | str | Path", challenge: str) -> p
     """Compute the leaderboard of one challenge from the lake's compacted tables (plus the files
     written since the last compaction) and write it atomically."""
     lake = as_lake(where)
-    con = connect(lake, tables=("submissions", "evaluations"))
+    con = connect(lake, tables=("submissions", "evaluations"), shared=True)
     try:
         if not {"evaluations", "submissions"} <= set(available_views(con)):
             table = pa.table({"rank": pa.array([], pa.int32()), "participant": pa.array([], pa.string())})

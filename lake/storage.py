@@ -193,18 +193,20 @@ class Storage:
     # -- listing ---------------------------------------------------------------------------------
     def list_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[str]:
         """Keys under ``prefix`` (recursively), sorted, strictly after ``start_after`` (a full key)."""
-        return [e.key for e in self.entries_after(prefix, start_after, limit)]
+        return [e.key for e in self.entries_after(prefix, start_after, limit, _stat=False)]
 
-    def entries_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[Entry]:
+    def entries_after(self, prefix: str, start_after: str = "", limit: int | None = None,
+                      _stat: bool = True) -> list[Entry]:
+        # _stat=False (list_after): on a disk, keys only; a stat per file is most of a local listing's cost
         out: list[Entry] = []
-        for entry in (self._local_entries(prefix, start_after) if self.is_local
+        for entry in (self._local_entries(prefix, start_after, _stat) if self.is_local
                       else self._s3_entries(prefix, start_after)):
             out.append(entry)
             if limit is not None and len(out) >= limit:
                 break
         return out
 
-    def _local_entries(self, prefix: str, start_after: str) -> Iterator[Entry]:
+    def _local_entries(self, prefix: str, start_after: str, stat: bool = True) -> Iterator[Entry]:
         base = Path(self._p(prefix))
         # prefix may end inside a name ("incoming/c/01J"): list its directory and filter by name
         if prefix and not prefix.endswith("/") and not base.is_dir():
@@ -213,9 +215,9 @@ class Storage:
         else:
             directory, stem = base, ""
             rel_dir = prefix if prefix.endswith("/") or not prefix else prefix + "/"
-        yield from self._walk(directory, rel_dir, stem, start_after)
+        yield from self._walk(directory, rel_dir, stem, start_after, stat)
 
-    def _walk(self, directory: Path, rel: str, stem: str, start_after: str) -> Iterator[Entry]:
+    def _walk(self, directory: Path, rel: str, stem: str, start_after: str, stat: bool = True) -> Iterator[Entry]:
         try:
             with os.scandir(directory) as it:
                 items = sorted((e for e in it if e.name.startswith(stem) and not e.name.startswith(".")),
@@ -228,7 +230,9 @@ class Storage:
                 # skip a directory whose every key sorts at or before start_after
                 if start_after and key + "/\U0010ffff" <= start_after:
                     continue
-                yield from self._walk(Path(e.path), key + "/", "", start_after)
+                yield from self._walk(Path(e.path), key + "/", "", start_after, stat)
+            elif key > start_after and not stat:
+                yield Entry(key, -1, "")
             elif key > start_after:
                 st = e.stat(follow_symlinks=False)
                 yield Entry(key, st.st_size, f"{st.st_mtime_ns}:{st.st_size}")

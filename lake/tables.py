@@ -12,9 +12,11 @@ Keys under the lake's storage (lake/README.md has every column and unit):
   leaderboard/challenge=C/leaderboard.parquet                           the last built leaderboard
   _journal/<table>/<ULID>~<key, quoted>                                 one empty object per write
   _compacted/<table>/manifest.json, _compacted/<table>/part-*.parquet  compacted copies (lake.compaction)
+  _compacted/<table>/part-*.sources.json                               the files each part holds
 
 A per-submission file is written whole and atomically, then its journal entry: a reader that lists the
 journal after the compacted manifest's watermark sees every file written since the last compaction.
+Compaction deletes the entries its manifest covers, so the journal holds only that tail.
 The per-submission files stay the source of truth; compacted files are derived and rebuildable.
 """
 from __future__ import annotations

@@ -11,6 +11,21 @@ from dashboards.access import require_viewer
 from dashboards.format import NOT_MEASURED, number, percent, text
 
 HISTORY_TOP = 10
+#: Rows per page of the ranked and unranked tables, and bars of the chart: at 10,000 submissions a
+#: leaderboard has ~2,000 rows, and a Markdown table (or a chart) of all of them takes the browser
+#: seconds to lay out; the rest are a page away.
+PAGE_ROWS = 100
+CHART_BARS = 25
+
+
+def page_of(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The rows of the page chosen with a "Page" picker under ``key`` (no picker for one page)."""
+    pages = max(1, -(-len(df) // PAGE_ROWS))
+    if pages == 1:
+        return df
+    page = st.number_input(f"Page (of {pages}, {PAGE_ROWS} rows each)", min_value=1, max_value=pages, value=1,
+                           key=key)
+    return df.iloc[(page - 1) * PAGE_ROWS:page * PAGE_ROWS]
 
 
 def explorer_link(label: str, sid: str) -> str:
@@ -97,8 +112,11 @@ def render() -> None:
 
     st.subheader(f"Ranked ({len(ranked)})")
     if len(ranked):
-        st.table(ranked_table(ranked), hide_index=True)
-        chart = ranked[["display_name", "tokens_per_second"]].rename(
+        st.table(ranked_table(page_of(ranked, "ranked_page")), hide_index=True)
+        fastest = ranked.head(CHART_BARS)
+        if len(ranked) > CHART_BARS:
+            st.caption(f"The {CHART_BARS} fastest:")
+        chart = fastest[["display_name", "tokens_per_second"]].rename(
             columns={"display_name": "submission", "tokens_per_second": "tokens/s"})
         st.bar_chart(chart, x="submission", y="tokens/s", horizontal=True, sort="-tokens/s", x_label="",
                      y_label="tokens/s",
@@ -110,7 +128,7 @@ def render() -> None:
         st.subheader(f"Not ranked ({len(unranked)})")
         st.caption("Each participant's latest submission that did not make the board: rejected (wrong tokens), "
                    "failed (build, protocol, crash, oom), timed out, or an invalid measurement.")
-        st.table(unranked_table(unranked), hide_index=True)
+        st.table(unranked_table(page_of(unranked, "unranked_page")), hide_index=True)
 
     show_history(challenge)
 
