@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,10 @@ class Embedded:
 
     def start(self):
         (self.root / "dagster").mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-c", "from orchestration.config import write_dagster_yaml; write_dagster_yaml()"],
+        # the SQLite storage is created here, before the daemon starts: two processes creating it at
+        # once fail with "database is locked"
+        subprocess.run([sys.executable, "-c", "from orchestration.config import write_dagster_yaml; write_dagster_yaml(); "
+                        "from dagster import DagsterInstance; DagsterInstance.get().get_runs(limit=1)"],
                        cwd=ROOT, env=self.env, check=True)
         self.proc = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")], cwd=ROOT,
                                      env=self.env, stdout=open(self.root / "daemon.log", "ab"), stderr=subprocess.STDOUT,
@@ -109,11 +113,15 @@ class Embedded:
                 self.proc.wait(timeout=30)
 
 
+#: Redis DB and PostgreSQL database prefix of the benchmark's fleet (--redis-db, --db-prefix)
+FLEET_DB = {"redis_db": int(os.environ.get("ARENA_FLEET_BENCH_REDIS_DB", "9")), "db_prefix": "arena_fleetbench"}
+
+
 def fleet_for(root: Path) -> LocalFleet:
     return LocalFleet(root, [{"name": "host-a", "pool": "cpu", "devices": "cpuset=0"},
                              {"name": "host-b", "pool": "cpu", "devices": "cpuset=1"},
                              {"name": "control", "pool": "control", "devices": ""}],
-                      redis_db=9, extra_env={"ARENA_BUCKET_URL": f"file://{root}/bucket",
+                      redis_db=FLEET_DB["redis_db"], db_prefix=FLEET_DB["db_prefix"], extra_env={"ARENA_BUCKET_URL": f"file://{root}/bucket",
                                              "ARENA_LAKE_URL": f"file://{root}/lake"})
 
 
@@ -167,21 +175,43 @@ def queue(n: int) -> None:
             statuses = {}
             for r in finished:
                 statuses[r.dagster_run.status.value] = statuses.get(r.dagster_run.status.value, 0) + 1
-            # no device overlap: runs overlapping in time never share a worker's devices
             spans = [(r.start_time, r.end_time, r.dagster_run.tags.get("arena/devices"),
-                      int(r.dagster_run.tags["dagster/priority"]), r.create_timestamp.timestamp()) for r in finished]
-            overlaps = sum(1 for i, a in enumerate(spans) for b in spans[i + 1:]
-                           if a[2] == b[2] and a[0] < b[1] and b[0] < a[1])
+                      int(r.dagster_run.tags["dagster/priority"]), r.create_timestamp.timestamp(),
+                      r.dagster_run.tags.get("arena/worker")) for r in finished]
+            # no device overlap: on each device (the arena/devices tag its worker wrote), the runs'
+            # STARTED..ended intervals from Dagster's run records follow one another, never overlap
+            by_device: dict = {}
+            for span in spans:
+                by_device.setdefault(span[2], []).append(span)
+            overlaps, gaps = 0, []
+            for runs in by_device.values():
+                runs.sort()
+                for a, b in zip(runs, runs[1:]):
+                    overlaps += b[0] < a[1]
+                    gaps.append(b[0] - a[1])
             max_conc = max(sum(1 for b in spans if b[0] <= a[0] < b[1]) for a in spans)
-            # priority order: a run started while a higher-priority run already queued waited
+            # priority order: a lower-priority run that started while a higher-priority run was already
+            # queued (created before it started) and started later is an inversion
             inversions = sum(1 for a in spans for b in spans
                              if a[3] < b[3] and a[0] < b[0] and b[4] < a[0])
             order = [s[3] for s in sorted(spans)]
-            print(f"queue: {len(finished)}/{n} finished {statuses} in {wall:.1f} s "
-                  f"({len(finished) / wall:.2f} runs/s through 2 workers); max concurrent {max_conc}; "
-                  f"device overlaps {overlaps}; priority inversions {inversions}")
-            print(f"  start order of priorities (first 30): {order[:30]}")
-            print(f"  devices used: {sorted({s[2] for s in spans})}")
+            runs_of = {}
+            for p_ in order:
+                if not runs_of or runs_of[-1][0] != p_:
+                    runs_of = (runs_of or []) + [[p_, 0]]
+                runs_of[-1][1] += 1
+            print(f"queue: {len(finished)}/{n} finished {statuses} in {wall:.1f} s from the first marker "
+                  f"({len(finished) / wall * 60:.1f} runs/min through 2 workers); max concurrent {max_conc}")
+            for devices, runs in sorted(by_device.items(), key=lambda kv: str(kv[0])):
+                print(f"  device {devices}: {len(runs)} runs on {sorted({s[5] for s in runs})}, "
+                      f"{runs[0][0] - t0:.1f}..{runs[-1][1] - t0:.1f} s")
+            print(f"  device overlaps {overlaps} (checked {len(gaps)} consecutive pairs; smallest gap between a run's "
+                  f"end and the next start on its device {min(gaps) if gaps else float('nan'):.2f} s); "
+                  f"priority inversions {inversions}")
+            print(f"  runs created (sensor) {min(s[4] for s in spans) - t0:.1f}..{max(s[4] for s in spans) - t0:.1f} s; "
+                  f"submitted priorities {dict(sorted(Counter(s[3] for s in spans).items(), reverse=True))}")
+            print("  start order of priorities (priority x consecutive runs): "
+                  + ", ".join(f"{p_}x{k}" for p_, k in runs_of))
         finally:
             fleet.stop()
 
@@ -191,7 +221,10 @@ def main() -> int:
     p.add_argument("what", choices=["latency", "queue"])
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--modes", default="embedded,fleet", help="latency: which modes, in order")
+    p.add_argument("--redis-db", type=int, default=FLEET_DB["redis_db"], help="the fleet's Redis DB number (flushed)")
+    p.add_argument("--db-prefix", default=FLEET_DB["db_prefix"], help="prefix of the fleet's PostgreSQL database")
     args = p.parse_args()
+    FLEET_DB.update(redis_db=args.redis_db, db_prefix=args.db_prefix)
     print("host load before:", os.getloadavg())
     if args.what == "latency":
         for mode in args.modes.split(","):
