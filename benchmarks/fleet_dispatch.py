@@ -74,6 +74,11 @@ def pct(values, q):
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
+def summary(mode: str, v: list[float]) -> None:
+    print(f"{mode:9} marker -> run STARTED over {len(v)}: p50 {pct(v, 50):.2f} s, p99 {pct(v, 99):.2f} s, "
+          f"mean {statistics.mean(v):.2f} s, min {min(v):.2f} s, max {max(v):.2f} s", flush=True)
+
+
 class Embedded:
     """Today's single-host mode: SQLite instance, Dagster's default run launcher, one daemon."""
 
@@ -126,7 +131,8 @@ def fleet_for(root: Path) -> LocalFleet:
 
 
 def latency(mode: str, n: int) -> list[float]:
-    with tempfile.TemporaryDirectory(prefix=f"fleet-bench-{mode}-") as tmp:
+    # ignore_cleanup_errors: a run process the stopped daemon left behind may still write under it
+    with tempfile.TemporaryDirectory(prefix=f"fleet-bench-{mode}-", ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         print(f"{mode}: in {tmp}", flush=True)
         plane = Embedded(tmp) if mode == "embedded" else fleet_for(tmp)
@@ -147,13 +153,14 @@ def latency(mode: str, n: int) -> list[float]:
                 previous = sid
                 out.append(rec.start_time - t)
                 print(f"  {mode} {sid}: {out[-1]:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+            summary(mode, out)   # before the clean-up, which must not lose it
             return out
         finally:
             plane.stop()
 
 
 def queue(n: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="fleet-bench-queue-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-queue-", ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         fleet = fleet_for(tmp)
         try:
@@ -227,10 +234,12 @@ def main() -> int:
     FLEET_DB.update(redis_db=args.redis_db, db_prefix=args.db_prefix)
     print("host load before:", os.getloadavg())
     if args.what == "latency":
-        for mode in args.modes.split(","):
-            v = latency(mode, args.n)
-            print(f"{mode:9} marker -> run STARTED over {len(v)}: p50 {pct(v, 50):.2f} s, p99 {pct(v, 99):.2f} s, "
-                  f"mean {statistics.mean(v):.2f} s, max {max(v):.2f} s")
+        results = {mode: latency(mode, args.n) for mode in args.modes.split(",")}
+        for mode, v in results.items():
+            summary(mode, v)
+        if {"embedded", "fleet"} <= set(results):
+            print(f"fleet / embedded: p50 {pct(results['fleet'], 50) / pct(results['embedded'], 50):.2f}x, "
+                  f"p99 {pct(results['fleet'], 99) / pct(results['embedded'], 99):.2f}x")
     else:
         queue(args.n)
     print("host load after:", os.getloadavg())
