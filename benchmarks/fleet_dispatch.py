@@ -162,7 +162,7 @@ def latency(mode: str, n: int) -> list[float]:
             plane.stop()
 
 
-def queue(n: int) -> None:
+def queue(n: int, deadline_s: float = 3600) -> None:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-queue-", ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         fleet = fleet_for(tmp)
@@ -172,58 +172,79 @@ def queue(n: int) -> None:
             bucket = Bucket(Path(fleet.env["ARENA_BUCKET_URL"][7:]))
             rng = random.Random(7)
             t0 = time.time()
-            sids = {put(bucket, tmp, priority=rng.choice([0, 5, 10]))[0]: None for _ in range(n)}
-            deadline = time.monotonic() + 3600
+            sids = [put(bucket, tmp, priority=rng.choice([0, 5, 10]))[0] for _ in range(n)]
+            deadline = time.monotonic() + deadline_s
             while time.monotonic() < deadline:
-                recs = {sid: run_of(instance, sid) for sid in sids}
-                if all(r is not None and r.dagster_run.is_finished for r in recs.values()):
+                recs = [run_of(instance, sid) for sid in sids]
+                if all(r is not None and r.dagster_run.is_finished for r in recs):
                     break
                 time.sleep(2)
-            recs = {sid: run_of(instance, sid) for sid in sids}
-            finished = [r for r in recs.values() if r and r.dagster_run.is_finished]
-            wall = max(r.end_time for r in finished) - t0
-            statuses = {}
-            for r in finished:
-                statuses[r.dagster_run.status.value] = statuses.get(r.dagster_run.status.value, 0) + 1
-            spans = [(r.start_time, r.end_time, r.dagster_run.tags.get("arena/devices"),
-                      int(r.dagster_run.tags["dagster/priority"]), r.create_timestamp.timestamp(),
-                      r.dagster_run.tags.get("arena/worker")) for r in finished]
-            # no device overlap: on each device (the arena/devices tag its worker wrote), the runs'
-            # STARTED..ended intervals from Dagster's run records follow one another, never overlap
-            by_device: dict = {}
-            for span in spans:
-                by_device.setdefault(span[2], []).append(span)
-            overlaps, gaps = 0, []
-            for runs in by_device.values():
-                runs.sort()
-                for a, b in zip(runs, runs[1:]):
-                    overlaps += b[0] < a[1]
-                    gaps.append(b[0] - a[1])
-            max_conc = max(sum(1 for b in spans if b[0] <= a[0] < b[1]) for a in spans)
-            # priority order: a lower-priority run that started while a higher-priority run was already
-            # queued (created before it started) and started later is an inversion
-            inversions = sum(1 for a in spans for b in spans
-                             if a[3] < b[3] and a[0] < b[0] and b[4] < a[0])
-            order = [s[3] for s in sorted(spans)]
-            runs_of = {}
-            for p_ in order:
-                if not runs_of or runs_of[-1][0] != p_:
-                    runs_of = (runs_of or []) + [[p_, 0]]
-                runs_of[-1][1] += 1
-            print(f"queue: {len(finished)}/{n} finished {statuses} in {wall:.1f} s from the first marker "
-                  f"({len(finished) / wall * 60:.1f} runs/min through 2 workers); max concurrent {max_conc}")
-            for devices, runs in sorted(by_device.items(), key=lambda kv: str(kv[0])):
-                print(f"  device {devices}: {len(runs)} runs on {sorted({s[5] for s in runs})}, "
-                      f"{runs[0][0] - t0:.1f}..{runs[-1][1] - t0:.1f} s")
-            print(f"  device overlaps {overlaps} (checked {len(gaps)} consecutive pairs; smallest gap between a run's "
-                  f"end and the next start on its device {min(gaps) if gaps else float('nan'):.2f} s); "
-                  f"priority inversions {inversions}")
-            print(f"  runs created (sensor) {min(s[4] for s in spans) - t0:.1f}..{max(s[4] for s in spans) - t0:.1f} s; "
-                  f"submitted priorities {dict(sorted(Counter(s[3] for s in spans).items(), reverse=True))}")
-            print("  start order of priorities (priority x consecutive runs): "
-                  + ", ".join(f"{p_}x{k}" for p_, k in runs_of))
+            report(instance, [run_of(instance, sid) for sid in sids], t0, n)
         finally:
             fleet.stop()
+
+
+def queue_times(instance, record) -> tuple[float, float | None]:
+    """When the run entered the QueuedRunCoordinator's queue (RUN_ENQUEUED: the sensor creates a tick's
+    runs first and enqueues them one by one, so creation is not queueing) and when the coordinator
+    dequeued it to the launcher (RUN_STARTING: where priority decides)."""
+    from dagster import DagsterEventType
+    events = instance.all_logs(record.dagster_run.run_id,
+                               of_type={DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING})
+    at = {e.dagster_event.event_type: e.timestamp for e in events if e.dagster_event}
+    return (at.get(DagsterEventType.RUN_ENQUEUED, record.create_timestamp.timestamp()),
+            at.get(DagsterEventType.RUN_STARTING))
+
+
+def report(instance, records: list, t0: float, n: int) -> None:
+    """Throughput, device overlap and priority order of N queued submissions, from their Dagster run
+    records (None: no run yet). Runs still going at the deadline count as running until now."""
+    now = time.time()
+    started = [r for r in records if r is not None and r.start_time]
+    finished = [r for r in started if r.dagster_run.is_finished]
+    statuses = Counter(r.dagster_run.status.value for r in records if r is not None)
+    spans = [(r.start_time, r.end_time or now, r.dagster_run.tags.get("arena/devices"),
+              int(r.dagster_run.tags["dagster/priority"]), *queue_times(instance, r),
+              r.dagster_run.tags.get("arena/worker")) for r in started]
+    wall = (max(r.end_time for r in finished) if len(finished) == n else now) - t0
+    # no device overlap: on each device (the arena/devices tag its worker wrote), the runs'
+    # STARTED..ended intervals from Dagster's run records follow one another, never overlap
+    by_device: dict = {}
+    for span in spans:
+        by_device.setdefault(span[2], []).append(span)
+    overlaps, gaps = 0, []
+    for runs in by_device.values():
+        runs.sort()
+        for a, b in zip(runs, runs[1:]):
+            overlaps += b[0] < a[1]
+            gaps.append(b[0] - a[1])
+    max_conc = max((sum(1 for b in spans if b[0] <= a[0] < b[1]) for a in spans), default=0)
+    # priority order: an inversion is a lower-priority run the coordinator
+    # dequeued (RUN_STARTING) while a higher-priority run was already enqueued, and that run was dequeued later
+    dequeued = [s for s in spans if s[5] is not None]
+    # (the coordinator launches from a snapshot of the queue taken at the start of each dequeue iteration,
+    # every second: a run enqueued less than two iterations before another's launch may not be in it)
+    inverted = [(a, b) for a in dequeued for b in dequeued if a[3] < b[3] and a[5] < b[5] and b[4] < a[5]]
+    inversions = len(inverted)
+    inversions_2s = sum(1 for a, b in inverted if b[4] < a[5] - 2.0)
+    blocks: list[list[int]] = []
+    for p_ in [s[3] for s in sorted(dequeued, key=lambda s: s[5])]:
+        if not blocks or blocks[-1][0] != p_:
+            blocks.append([p_, 0])
+        blocks[-1][1] += 1
+    print(f"queue: {len(finished)}/{n} finished {dict(statuses)}, {len(started)} started, in {wall:.1f} s from the "
+          f"first marker ({len(finished) / wall * 60:.1f} runs/min through 2 workers); max concurrent {max_conc}")
+    for devices, runs in sorted(by_device.items(), key=lambda kv: str(kv[0])):
+        print(f"  device {devices}: {len(runs)} runs on {sorted({str(s[6]) for s in runs})}, "
+              f"{runs[0][0] - t0:.1f}..{runs[-1][1] - t0:.1f} s, mean run {statistics.mean(s[1] - s[0] for s in runs):.1f} s")
+    print(f"  device overlaps {overlaps} (checked {len(gaps)} consecutive pairs; smallest gap between a run's "
+          f"end and the next start on its device {min(gaps) if gaps else float('nan'):.2f} s); "
+          f"priority inversions {inversions} ({inversions_2s} where the higher-priority run was queued "
+          f"2 s or more before the lower one was launched)")
+    if spans:
+        print(f"  runs enqueued (sensor) {min(s[4] for s in spans) - t0:.1f}..{max(s[4] for s in spans) - t0:.1f} s; "
+              f"submitted priorities {dict(sorted(Counter(r.dagster_run.tags['dagster/priority'] for r in records if r).items()))}")
+    print("  dequeue order of priorities (priority x consecutive runs): " + ", ".join(f"{p_}x{k}" for p_, k in blocks))
 
 
 def main() -> int:
@@ -231,6 +252,7 @@ def main() -> int:
     p.add_argument("what", choices=["latency", "queue"])
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--modes", default="embedded,fleet", help="latency: which modes, in order")
+    p.add_argument("--deadline-s", type=float, default=3600, help="queue: report what finished by then")
     p.add_argument("--redis-db", type=int, default=FLEET_DB["redis_db"], help="the fleet's Redis DB number (flushed)")
     p.add_argument("--db-prefix", default=FLEET_DB["db_prefix"], help="prefix of the fleet's PostgreSQL database")
     args = p.parse_args()
@@ -244,7 +266,7 @@ def main() -> int:
             print(f"fleet / embedded: p50 {pct(results['fleet'], 50) / pct(results['embedded'], 50):.2f}x, "
                   f"p99 {pct(results['fleet'], 99) / pct(results['embedded'], 99):.2f}x")
     else:
-        queue(args.n)
+        queue(args.n, args.deadline_s)
     print("host load after:", os.getloadavg())
     return 0
 
