@@ -126,8 +126,8 @@ def fleet_for(root: Path) -> LocalFleet:
     return LocalFleet(root, [{"name": "host-a", "pool": "cpu", "devices": "cpuset=0"},
                              {"name": "host-b", "pool": "cpu", "devices": "cpuset=1"},
                              {"name": "control", "pool": "control", "devices": ""}],
-                      redis_db=FLEET_DB["redis_db"], db_prefix=FLEET_DB["db_prefix"], extra_env={"ARENA_BUCKET_URL": f"file://{root}/bucket",
-                                             "ARENA_LAKE_URL": f"file://{root}/lake"})
+                      redis_db=FLEET_DB["redis_db"], db_prefix=FLEET_DB["db_prefix"],
+                      extra_env={"ARENA_BUCKET_URL": f"file://{root}/bucket", "ARENA_LAKE_URL": f"file://{root}/lake"})
 
 
 def latency(mode: str, n: int) -> list[float]:
