@@ -174,11 +174,14 @@ def queue(n: int, deadline_s: float = 3600) -> None:
             t0 = time.time()
             sids = [put(bucket, tmp, priority=rng.choice([0, 5, 10]))[0] for _ in range(n)]
             deadline = time.monotonic() + deadline_s
-            while time.monotonic() < deadline:
-                recs = [run_of(instance, sid) for sid in sids]
-                if all(r is not None and r.dagster_run.is_finished for r in recs):
-                    break
-                time.sleep(2)
+            try:
+                while time.monotonic() < deadline:
+                    recs = [run_of(instance, sid) for sid in sids]
+                    if all(r is not None and r.dagster_run.is_finished for r in recs):
+                        break
+                    time.sleep(2)
+            except KeyboardInterrupt:
+                print("interrupted: the figures so far", flush=True)
             report(instance, [run_of(instance, sid) for sid in sids], t0, n)
         finally:
             fleet.stop()
