@@ -262,9 +262,7 @@ def main() -> int:
     FLEET_DB.update(redis_db=args.redis_db, db_prefix=args.db_prefix)
     print("host load before:", os.getloadavg())
     if args.what == "latency":
-        results = {mode: latency(mode, args.n) for mode in args.modes.split(",")}
-        for mode, v in results.items():
-            summary(mode, v)
+        results = {mode: latency(mode, args.n) for mode in args.modes.split(",")}   # each prints its summary
         if {"embedded", "fleet"} <= set(results):
             print(f"fleet / embedded: p50 {pct(results['fleet'], 50) / pct(results['embedded'], 50):.2f}x, "
                   f"p99 {pct(results['fleet'], 99) / pct(results['embedded'], 99):.2f}x")
