@@ -42,11 +42,12 @@ class LocalFleet:
     redis_db: int = 7
     pg_admin: str = "postgresql://postgres@127.0.0.1:5432"
     extra_env: dict = field(default_factory=dict)
+    db_prefix: str = "arena_fleet"               # its PostgreSQL database: <db_prefix>_<random>
     procs: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.root = Path(self.root)
-        self.db_name = f"arena_fleet_{uuid.uuid4().hex[:10]}"
+        self.db_name = f"{self.db_prefix}_{uuid.uuid4().hex[:10]}"
         self.s3_port, self.web_port = free_port(), free_port()
         self.logs = self.root / "logs"
 
@@ -67,12 +68,24 @@ class LocalFleet:
             "PYTHONUNBUFFERED": "1",
         } | self.extra_env
 
+    def s3_buckets(self) -> list[str]:
+        """The S3 buckets its storage URLs name (Dagster's run outputs, and the intake bucket and the
+        lake when extra_env puts them on s3://): created on its S3 server at start."""
+        e = self.env
+        urls = [e.get(k, "") for k in ("ARENA_DAGSTER_IO_URL", "ARENA_BUCKET_URL", "ARENA_LAKE_URL")]
+        return sorted({u[5:].split("/", 1)[0] for u in urls if u.startswith("s3://")})
+
     def storage_urls(self) -> dict[str, str]:
         e = self.env
-        return {"dagster storage": f"postgresql+psycopg2://{self.pg_admin.split('://', 1)[1]}/{self.db_name}",
+        urls = {"dagster storage": f"postgresql+psycopg2://{self.pg_admin.split('://', 1)[1]}/{self.db_name}",
                 "broker": e["ARENA_REDIS_URL"], "run outputs (IO manager)": f"{e['ARENA_DAGSTER_IO_URL']}/io",
-                "compute logs": f"{e['ARENA_DAGSTER_IO_URL']}/compute-logs",
-                "S3 endpoint": e["ARENA_S3_ENDPOINT_URL"]}
+                "compute logs": f"{e['ARENA_DAGSTER_IO_URL']}/compute-logs"}
+        for what, key in (("intake bucket", "ARENA_BUCKET_URL"), ("lake", "ARENA_LAKE_URL"),
+                          ("intake database", "ARENA_DATABASE_URL")):
+            if e.get(key):
+                urls[what] = e[key]
+        urls["S3 endpoint"] = e["ARENA_S3_ENDPOINT_URL"]
+        return urls
 
     # -- processes -----------------------------------------------------------------------------
     def spawn(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -118,7 +131,8 @@ class LocalFleet:
         redis.Redis.from_url(self.env["ARENA_REDIS_URL"]).flushdb()
         self.spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.s3_port)])
         self._wait(lambda: _answers(f"http://127.0.0.1:{self.s3_port}/"), timeout, "moto S3 server")
-        self._s3().create_bucket(Bucket="arena-dagster")
+        for bucket in self.s3_buckets():
+            self._s3().create_bucket(Bucket=bucket)
         env = self.env
         os.makedirs(env["DAGSTER_HOME"], exist_ok=True)
         subprocess.run([sys.executable, "-c", "from orchestration.config import write_dagster_yaml; write_dagster_yaml()"],

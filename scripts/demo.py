@@ -90,6 +90,8 @@ def main() -> int:
     print(f"Intake API and web form:  {url}/   (OpenAPI: {url}/docs)")
     print(f"  log in to the web form as demo-kv-cache with the API token {tokens[EXAMPLES['kv-cache']]}")
     print(f"Dagster UI:               http://127.0.0.1:{os.environ.get('ARENA_DAGSTER_PORT', 3000)}/")
+    if os.environ.get("ARENA_DAGSTER_MODE") == "fleet":
+        return 0   # scripts/fleet_demo.py: no dashboards, and it stops what it started itself
     print(f"Streamlit dashboards:     http://{os.environ.get('ARENA_INTERNAL_HOST', '127.0.0.1')}:"
           f"{os.environ.get('ARENA_STREAMLIT_PORT', 8501)}/   (log in to the web form first; "
           f"admin pages: `arena admin set-admin demo-kv-cache`)")

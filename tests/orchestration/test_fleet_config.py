@@ -108,3 +108,18 @@ def test_max_runtime_follows_the_challenge_limits():
     limits = tomllib.loads((CHALLENGES_ROOT / "smollm2-135m" / "challenge.toml").read_text())["limits"]
     assert max_runtime_s("smollm2-135m") >= limits["run_timeout_s"] + limits["load_timeout_s"]
     assert max_runtime_s("smollm2-135m") > max_runtime_s("efficient-decode")
+
+
+def test_a_local_fleet_creates_the_s3_buckets_its_storage_urls_name(tmp_path):
+    """The fleet demo's bucket and lake live on the fleet's S3 server: LocalFleet creates every bucket
+    its s3:// storage URLs name, and lists those URLs; file:// URLs need no bucket."""
+    from orchestration.localfleet import LocalFleet
+    fleet = LocalFleet(tmp_path, [], db_prefix="arena_fleet_cfg", extra_env={
+        "ARENA_BUCKET_URL": "s3://arena-demo/bucket", "ARENA_LAKE_URL": "s3://arena-lake/lake"})
+    assert fleet.db_name.startswith("arena_fleet_cfg_")
+    assert fleet.s3_buckets() == ["arena-dagster", "arena-demo", "arena-lake"]
+    urls = fleet.storage_urls()
+    assert (urls["intake bucket"], urls["lake"]) == ("s3://arena-demo/bucket", "s3://arena-lake/lake")
+    local = LocalFleet(tmp_path, [], extra_env={"ARENA_BUCKET_URL": f"file://{tmp_path}/bucket",
+                                                 "ARENA_LAKE_URL": f"file://{tmp_path}/lake"})
+    assert local.s3_buckets() == ["arena-dagster"]
