@@ -96,6 +96,15 @@ class Bucket:
             except (ValueError, TypeError, FileNotFoundError):
                 continue  # not ours (a stray file), or withdrawn since the listing
 
+    def read_markers_parallel(self, keys: list[str], workers: int = 16) -> list[Marker]:
+        """``read_markers`` of many keys, in their order: on S3 each is a GET (a round trip), so they are
+        fetched ``workers`` at a time; on a local disk one after another (already fast)."""
+        if self.storage.is_local or len(keys) < 2:
+            return list(self.read_markers(keys))
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(min(workers, len(keys))) as pool:
+            return [m for batch in pool.map(lambda k: list(self.read_markers([k])), keys) for m in batch]
+
     def marker(self, sid: str) -> Marker | None:
         for challenge in self.challenges():
             data = self.storage.get_json(self.marker_key(challenge, sid))

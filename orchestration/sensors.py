@@ -25,6 +25,14 @@ def lookback_s() -> float:
     return float(os.environ.get("ARENA_SENSOR_LOOKBACK_S", str(24 * 3600)))
 
 
+def max_runs_per_tick() -> int:
+    """At most this many new submissions become runs per tick (ARENA_SENSOR_MAX_RUNS_PER_TICK); the
+    rest wait for the next tick, oldest first. The daemon creates and queues every requested run inside
+    the tick (tens of PostgreSQL round trips each), so an unbounded tick after a burst of uploads would
+    hold the sensor daemon for minutes, and the other sensors with it."""
+    return max(1, int(os.environ.get("ARENA_SENSOR_MAX_RUNS_PER_TICK", "100")))
+
+
 def listing_floor(cursor: str | None) -> str:
     """The smallest submission id worth listing: a window behind the newest id seen. Ids are ULIDs,
     so this is a time bound; a late marker inside the window is still new."""
@@ -50,7 +58,9 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
     # listing starts after that id (S3 StartAfter), and only markers without a partition are read.
     keys = bucket.marker_keys(since_id=listing_floor(context.cursor))
     listed_ids = [bucket.id_of(k) for k in keys]
-    new = list(bucket.read_markers(k for k, sid in zip(keys, listed_ids) if sid not in known))
+    unseen = [k for k, sid in zip(keys, listed_ids) if sid not in known]      # in id order
+    capped = len(unseen) > max_runs_per_tick()
+    new = bucket.read_markers_parallel(unseen[:max_runs_per_tick()])
     requests = [RunRequest(run_key=m.id, partition_key=m.id, tags=run_tags(m.id, m.queue, m.priority, m.challenge))
                 for m in new]
     for rerun in bucket.reruns():
@@ -59,7 +69,10 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
             requests.append(RunRequest(run_key=rerun["key"], partition_key=marker.id,
                                        tags=run_tags(marker.id, marker.queue, RERUN_PRIORITY, marker.challenge)
                                        | {TAG_RERUN: rerun["key"]}))
-    newest = max(listed_ids + ([context.cursor] if context.cursor else []), default=None)
+    # Capped: the cursor stops at the newest id requested, so the listing floor stays behind every marker
+    # left for the next tick (they sort after it).
+    seen = [bucket.id_of(k) for k in unseen[:max_runs_per_tick()]] if capped else listed_ids
+    newest = max(seen + ([context.cursor] if context.cursor else []), default=None)
     return SensorResult(
         run_requests=requests, cursor=newest,
         dynamic_partitions_requests=[submissions_partitions.build_add_request([m.id for m in new])] if new else [],
