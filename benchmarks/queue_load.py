@@ -53,7 +53,7 @@ def load() -> str:
 class Enqueuer:
     """What the Dagster daemon does with a sensor's result, by the daemon's own functions."""
 
-    def __init__(self, instance):
+    def __init__(self, instance, submit_workers: int = 0):
         from dagster._core.remote_origin import InProcessCodeLocationOrigin
         from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
         from dagster._core.workspace.context import WorkspaceProcessContext
@@ -70,6 +70,8 @@ class Enqueuer:
         self.remote_sensor = repository.get_sensor("intake_sensor")
         self.job_def = defs.resolve_job_def("evaluate_submission")
         self.logger = logging.getLogger("queue_load")
+        # the sensor daemon's `sensors: {use_threads: true, num_submit_workers: K}`: K runs submitted at once
+        self.pool = ThreadPoolExecutor(submit_workers) if submit_workers else None
 
     def enqueue(self, result) -> list:
         """Partitions, then each run request resolved, deduplicated by run key, created and submitted."""
@@ -81,8 +83,10 @@ class Enqueuer:
                                                     dynamic_partitions_store=self.instance)
                     for r in result.run_requests]
         existing = fetch_existing_runs(self.instance, self.remote_sensor, resolved)
-        return [_submit_run_request(make_new_run_id(), r, self.workspace, self.remote_sensor, existing,
-                                    self.logger, None).run for r in resolved]
+        def submit(r):
+            return _submit_run_request(make_new_run_id(), r, self.workspace, self.remote_sensor, existing,
+                                       self.logger, None).run
+        return list(self.pool.map(submit, resolved) if self.pool else map(submit, resolved))
 
 
 def main() -> int:
@@ -92,12 +96,16 @@ def main() -> int:
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--interval", type=float, default=2.0, help="the sensor's minimum interval (s)")
+    ap.add_argument("--submit-workers", type=int, default=0,
+                    help="runs submitted at once, as the daemon's sensors.num_submit_workers (0: one by one)")
     args = ap.parse_args()
     logging.getLogger("queue_load").setLevel(logging.WARNING)
     n, per_user = args.n, 3
     users = -(-n // per_user)
     dagster_db = f"{args.database}_dagster"
-    out: dict = {"n": n, "users": users, "load_before": load()}
+    from orchestration.sensors import max_runs_per_tick
+    out: dict = {"n": n, "users": users, "submit_workers": args.submit_workers, "cap": max_runs_per_tick(),
+                 "load_before": load()}
     with psycopg.connect(f"{args.pg}/postgres", autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (args.database,)).fetchone():
             conn.execute(f'CREATE DATABASE "{args.database}"')
@@ -122,7 +130,7 @@ def main() -> int:
     instance = DagsterInstance.get()
     try:
         t = time.perf_counter()
-        enqueuer = Enqueuer(instance)
+        enqueuer = Enqueuer(instance, args.submit_workers)
         out["code_location_load_s"] = round(time.perf_counter() - t, 2)
         port = free_port()
         settings = Settings(home=home, bucket=home / "bucket", lake=home / "lake",

@@ -53,6 +53,7 @@ def count_s3_calls() -> None:
             S3_CALLS["list_objects_v2 with StartAfter"] += 1
         return await original(self, method, *args, **kwargs)
     s3fs.S3FileSystem._call_s3 = counted
+    s3fs.S3FileSystem.call_s3 = s3fs.core.sync_wrapper(counted)   # the sync twin, bound at class creation
 
 
 def load() -> str:
@@ -119,6 +120,15 @@ def measure(url: str, n: int, span_s: float, tmp: Path) -> dict:
         out["uncapped_first_tick_s"], first, out["uncapped_first_tick_s3_calls"] = tick(instance, None)
         out["uncapped_first_tick_runs"] = len(first.run_requests)
     os.environ.pop("ARENA_SENSOR_MAX_RUNS_PER_TICK")
+
+    keys = bucket.marker_keys()
+    t = time.perf_counter()
+    serial = list(bucket.read_markers(keys))
+    out["read_all_markers_serial_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    parallel = bucket.read_markers_parallel(keys)
+    out["read_all_markers_parallel_s"] = time.perf_counter() - t
+    assert [m.id for m in serial] == [m.id for m in parallel]
 
     t = time.perf_counter()
     globbed = bucket.storage.fs.glob(f"{bucket.storage.root}/incoming/*/*.json")

@@ -156,7 +156,11 @@ class Storage:
     # -- reads -----------------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
         """The bytes at ``key``; FileNotFoundError when it does not exist."""
-        return self.fs.cat_file(self._p(key))
+        if self.is_local:
+            return self.fs.cat_file(self._p(key))
+        # one GET: s3fs otherwise asks for the size first (a HEAD per read, to split large objects into
+        # concurrent ranges), which doubles the round trips of the small keys read here (markers, statuses)
+        return self.fs.cat_file(self._p(key), max_concurrency=1)
 
     def get_json(self, key: str) -> Any | None:
         try:
