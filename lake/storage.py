@@ -17,6 +17,7 @@ The operations are the ones the platform needs, each with the guarantee it relie
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -197,6 +198,8 @@ class Storage:
     # -- listing ---------------------------------------------------------------------------------
     def list_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[str]:
         """Keys under ``prefix`` (recursively), sorted, strictly after ``start_after`` (a full key)."""
+        if self.is_local:   # names only: no stat() per file
+            return [e.key for e in itertools.islice(self._local_entries(prefix, start_after, with_stat=False), limit)]
         return [e.key for e in self.entries_after(prefix, start_after, limit)]
 
     def entries_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[Entry]:
@@ -208,7 +211,7 @@ class Storage:
                 break
         return out
 
-    def _local_entries(self, prefix: str, start_after: str) -> Iterator[Entry]:
+    def _local_entries(self, prefix: str, start_after: str, with_stat: bool = True) -> Iterator[Entry]:
         base = Path(self._p(prefix))
         # prefix may end inside a name ("incoming/c/01J"): list its directory and filter by name
         if prefix and not prefix.endswith("/") and not base.is_dir():
@@ -217,9 +220,9 @@ class Storage:
         else:
             directory, stem = base, ""
             rel_dir = prefix if prefix.endswith("/") or not prefix else prefix + "/"
-        yield from self._walk(directory, rel_dir, stem, start_after)
+        yield from self._walk(directory, rel_dir, stem, start_after, with_stat)
 
-    def _walk(self, directory: Path, rel: str, stem: str, start_after: str) -> Iterator[Entry]:
+    def _walk(self, directory: Path, rel: str, stem: str, start_after: str, with_stat: bool = True) -> Iterator[Entry]:
         try:
             with os.scandir(directory) as it:
                 items = sorted((e for e in it if e.name.startswith(stem) and not e.name.startswith(".")),
@@ -232,8 +235,11 @@ class Storage:
                 # skip a directory whose every key sorts at or before start_after
                 if start_after and key + "/\U0010ffff" <= start_after:
                     continue
-                yield from self._walk(Path(e.path), key + "/", "", start_after)
+                yield from self._walk(Path(e.path), key + "/", "", start_after, with_stat)
             elif key > start_after:
+                if not with_stat:
+                    yield Entry(key, -1, "")
+                    continue
                 st = e.stat(follow_symlinks=False)
                 yield Entry(key, st.st_size, f"{st.st_mtime_ns}:{st.st_size}")
 
