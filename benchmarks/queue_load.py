@@ -128,6 +128,7 @@ def main() -> int:
 
     write_dagster_yaml()
     instance = DagsterInstance.get()
+    stops: list = []        # the intake server, stopped whatever happens
     try:
         t = time.perf_counter()
         enqueuer = Enqueuer(instance, args.submit_workers)
@@ -143,6 +144,7 @@ def main() -> int:
         with db.session() as s, s.begin():
             tokens = [create_user(s, f"{tag}-u{i}")[1] for i in range(users)]
         stop_server, _ = start_server(settings, "process")
+        stops.append(stop_server)
         zips = [make_zip(f"{tag}-{i}") for i in range(n)]
         accepted: list[str] = []
         refused: list[str] = []
@@ -182,12 +184,14 @@ def main() -> int:
             queued_runs += runs
             ticks.append({"at_s": round(tick_start - start, 2), "sensor_s": round(sensor_s, 3),
                           "requests": len(result.run_requests), "enqueue_s": round(enqueue_s, 2), "load": load()})
+            print(f"tick {len(ticks)}: {ticks[-1]}, queued so far {len(queued_runs)}, "
+                  f"accepted so far {len(accepted)}", flush=True)
             if done_before and not result.run_requests:
                 break
             time.sleep(max(0.0, args.interval - (time.perf_counter() - tick_start)))
         busy = [t for t in ticks if t["requests"]]
         last_queued = max((t["at_s"] + t["sensor_s"] + t["enqueue_s"] for t in busy), default=0.0)
-        stop_server()
+        stops.pop()()
 
         # a restarted sensor (cursor lost) must request nothing again
         t = time.perf_counter()
@@ -226,6 +230,8 @@ def main() -> int:
         print(json.dumps(out))
         return 0 if checks["ok"] else 1
     finally:
+        for stop in stops:
+            stop()
         instance.dispose()
         enqueuer = None
         with psycopg.connect(f"{args.pg}/postgres", autocommit=True) as conn:
