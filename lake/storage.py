@@ -202,6 +202,12 @@ class Storage:
             return [e.key for e in itertools.islice(self._local_entries(prefix, start_after, with_stat=False), limit)]
         return [e.key for e in self.entries_after(prefix, start_after, limit)]
 
+    def iter_after(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        """``list_after`` lazily: on S3 the next page is asked for only when the caller reads on."""
+        entries = (self._local_entries(prefix, start_after, with_stat=False) if self.is_local
+                   else self._s3_entries(prefix, start_after))
+        return (e.key for e in entries)
+
     def entries_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[Entry]:
         out: list[Entry] = []
         for entry in (self._local_entries(prefix, start_after) if self.is_local

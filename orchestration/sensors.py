@@ -59,11 +59,10 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
     # The cursor only bounds how far back to list: a late marker (slow upload, second replica) has an
     # id older than newer ones, so list a window behind the newest id seen rather than after it. The
     # listing starts after that id (S3 StartAfter), and only markers without a partition are read.
-    keys = bucket.marker_keys(since_id=listing_floor(context.cursor))
-    listed_ids = [bucket.id_of(k) for k in keys]
-    unseen = [k for k, sid in zip(keys, listed_ids) if sid not in known]      # in id order
-    capped = len(unseen) > max_runs_per_tick()
-    new = bucket.read_markers_parallel(unseen[:max_runs_per_tick()])
+    # At most the cap of unseen markers, oldest first; the listing stops there (a backlog is not listed
+    # whole on every tick). newest_listed is None when it was cut.
+    unseen, newest_listed = bucket.unseen_marker_keys(listing_floor(context.cursor), known, max_runs_per_tick())
+    new = bucket.read_markers_parallel(unseen)
     # a pool's and challenge's tags (the challenge's limits, read from its spec) once per tick, not once
     # per run: 10,000 new markers took 43 s of TOML parsing in one tick
     pool_tags = functools.cache(evaluation_tags)
@@ -78,7 +77,7 @@ def intake_sensor(context: SensorEvaluationContext) -> SensorResult:
                                        | {TAG_RERUN: rerun["key"]}))
     # Capped: the cursor stops at the newest id requested, so the listing floor stays behind every marker
     # left for the next tick (they sort after it).
-    seen = [bucket.id_of(k) for k in unseen[:max_runs_per_tick()]] if capped else listed_ids
+    seen = [bucket.id_of(k) for k in unseen] if newest_listed is None else [newest_listed]
     newest = max(seen + ([context.cursor] if context.cursor else []), default=None)
     return SensorResult(
         run_requests=requests, cursor=newest,
