@@ -6,6 +6,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
 
 from intake.config import Settings
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         db.migrate()
+        await run_in_threadpool(app.state.submissions.warm_up)
         sweeper = asyncio.create_task(sweep_forever(app.state.submissions, settings))
         yield
         sweeper.cancel()

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+POOL_SIZE = 40
 
 
 def make_engine(url: str) -> Engine:
@@ -34,7 +35,10 @@ def make_engine(url: str) -> Engine:
             # when another writer got in between; taking the write lock up front makes it wait instead.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # Connections are opened on demand and kept up to POOL_SIZE: one per request thread (anyio's default
+    # thread limit is 40), so a burst of uploads reuses the connections the previous burst opened instead
+    # of opening (and closing again) a new PostgreSQL backend for every request beyond the kept ones.
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=10)
 
 
 def migrate(engine: Engine) -> None:

@@ -42,6 +42,17 @@ class Submissions:
         self.bucket = Bucket(settings.bucket)
         self.lake = Lake(settings.lake)
 
+    def warm_up(self) -> None:
+        """Load, at startup, what the first upload would otherwise load while the first burst of uploads
+        waits on it (pyarrow's first table alone took 0.25-0.6 s here): the validation package, the
+        default challenge's rules, and the lake's table builder and Parquet writer (nothing is written)."""
+        from intake.validation import validate_zip  # noqa: F401
+        try:
+            rules_for(self.settings.default_challenge)
+        except KeyError:
+            pass  # an unknown default challenge is refused per upload, with its own message
+        self.lake.warm_up()
+
     # -- accepting -------------------------------------------------------------------------
     def validate(self, zip_path: Path, requested_challenge: str | None):
         """Validate against the rules of the challenge; arena.toml may name the challenge when the
@@ -62,11 +73,15 @@ class Submissions:
             raise ApiError(422, "submission_rejected", f"the submission was refused: {summary}", details)
         return challenge, validated
 
-    def accept(self, user_id: int, zip_path: Path, requested_challenge: str | None = None) -> Accepted:
+    def accept(self, user_id: int, zip_path: Path, requested_challenge: str | None = None,
+               attempt_id: int | None = None) -> Accepted:
+        """Validate and accept an upload. ``attempt_id`` (from ``admit``) is settled as "accepted" or
+        "duplicate" in the same transaction as the submission row: one commit fewer per upload, and an
+        attempt is never left "pending" behind a committed submission."""
         challenge, validated = self.validate(zip_path, requested_challenge)
         handed_over = []   # the submission whose zip and marker are in the bucket, until the commit holds
         try:
-            return self._accept(user_id, zip_path, challenge, validated, handed_over)
+            return self._accept(user_id, zip_path, challenge, validated, handed_over, attempt_id)
         except BaseException:
             # the database lost the row (a failed commit: PostgreSQL restarting) after the bucket got the
             # marker: withdraw it, or the sensor would evaluate a submission intake has no record of
@@ -74,9 +89,16 @@ class Submissions:
                 self._withdraw(sub)
             raise
 
-    def _accept(self, user_id: int, zip_path: Path, challenge: str, validated, handed_over: list) -> Accepted:
+    def _accept(self, user_id: int, zip_path: Path, challenge: str, validated, handed_over: list,
+                attempt_id: int | None) -> Accepted:
         with self.db.session() as session, session.begin():
             now = utcnow()
+
+            def settled(accepted: Accepted) -> Accepted:
+                if attempt_id is not None:
+                    session.execute(update(UploadAttempt).where(UploadAttempt.id == attempt_id)
+                                    .values(outcome="accepted" if accepted.created else "duplicate"))
+                return accepted
             session.execute(update(User).where(User.id == user_id).values(last_submitted_at=now))
             user = session.get(User, user_id)
             existing = session.scalar(select(Submission).where(
@@ -84,12 +106,12 @@ class Submissions:
                 Submission.sha256 == validated.sha256))
             if existing is not None:
                 if self.bucket.storage.exists(self.bucket.marker_key(existing.challenge, existing.id)):
-                    return Accepted(existing, created=False)
+                    return settled(Accepted(existing, created=False))
                 # its row committed although the commit's answer was lost (the database went away
                 # mid-commit), so accept() withdrew the marker: this retry hands it over, once
                 existing.user = user
                 self._hand_over(existing, zip_path, handed_over)
-                return Accepted(existing, created=True)
+                return settled(Accepted(existing, created=True))
             self._check_unfinished(session, user_id)  # again, under the lock: a race since admit()
             sub = Submission(id=str(ULID()), user_id=user_id, challenge=challenge, sha256=validated.sha256,
                              display_name=validated.display_name or user.name,
@@ -98,7 +120,7 @@ class Submissions:
             session.add(sub)
             session.flush()
             self._hand_over(sub, zip_path, handed_over)
-        return Accepted(sub, created=True)
+            return settled(Accepted(sub, created=True))
 
     def _hand_over(self, sub: Submission, zip_path: Path, handed_over: list) -> None:
         """Zip and marker into the bucket, the row into the lake (inside the caller's transaction)."""

@@ -17,6 +17,7 @@ The operations are the ones the platform needs, each with the guarantee it relie
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -156,7 +157,11 @@ class Storage:
     # -- reads -----------------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
         """The bytes at ``key``; FileNotFoundError when it does not exist."""
-        return self.fs.cat_file(self._p(key))
+        if self.is_local:
+            return self.fs.cat_file(self._p(key))
+        # one GET: s3fs otherwise asks for the size first (a HEAD per read, to split large objects into
+        # concurrent ranges), which doubles the round trips of the small keys read here (markers, statuses)
+        return self.fs.cat_file(self._p(key), max_concurrency=1)
 
     def get_json(self, key: str) -> Any | None:
         try:
@@ -193,20 +198,26 @@ class Storage:
     # -- listing ---------------------------------------------------------------------------------
     def list_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[str]:
         """Keys under ``prefix`` (recursively), sorted, strictly after ``start_after`` (a full key)."""
-        return [e.key for e in self.entries_after(prefix, start_after, limit, _stat=False)]
+        if self.is_local:   # names only: no stat() per file
+            return [e.key for e in itertools.islice(self._local_entries(prefix, start_after, with_stat=False), limit)]
+        return [e.key for e in self.entries_after(prefix, start_after, limit)]
 
-    def entries_after(self, prefix: str, start_after: str = "", limit: int | None = None,
-                      _stat: bool = True) -> list[Entry]:
-        # _stat=False (list_after): on a disk, keys only; a stat per file is most of a local listing's cost
+    def iter_after(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        """``list_after`` lazily: on S3 the next page is asked for only when the caller reads on."""
+        entries = (self._local_entries(prefix, start_after, with_stat=False) if self.is_local
+                   else self._s3_entries(prefix, start_after))
+        return (e.key for e in entries)
+
+    def entries_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[Entry]:
         out: list[Entry] = []
-        for entry in (self._local_entries(prefix, start_after, _stat) if self.is_local
+        for entry in (self._local_entries(prefix, start_after) if self.is_local
                       else self._s3_entries(prefix, start_after)):
             out.append(entry)
             if limit is not None and len(out) >= limit:
                 break
         return out
 
-    def _local_entries(self, prefix: str, start_after: str, stat: bool = True) -> Iterator[Entry]:
+    def _local_entries(self, prefix: str, start_after: str, with_stat: bool = True) -> Iterator[Entry]:
         base = Path(self._p(prefix))
         # prefix may end inside a name ("incoming/c/01J"): list its directory and filter by name
         if prefix and not prefix.endswith("/") and not base.is_dir():
@@ -215,12 +226,15 @@ class Storage:
         else:
             directory, stem = base, ""
             rel_dir = prefix if prefix.endswith("/") or not prefix else prefix + "/"
-        yield from self._walk(directory, rel_dir, stem, start_after, stat)
+        yield from self._walk(directory, rel_dir, stem, start_after, with_stat)
 
-    def _walk(self, directory: Path, rel: str, stem: str, start_after: str, stat: bool = True) -> Iterator[Entry]:
+    def _walk(self, directory: Path, rel: str, stem: str, start_after: str, with_stat: bool = True) -> Iterator[Entry]:
         try:
             with os.scandir(directory) as it:
-                items = sorted((e for e in it if e.name.startswith(stem) and not e.name.startswith(".")),
+                # names whose every key sorts at or before start_after are dropped before sorting (a
+                # steady sensor tick keeps a few hundred of 20,000 names): a superset of what is yielded
+                items = sorted((e for e in it if e.name.startswith(stem) and not e.name.startswith(".")
+                                and (not start_after or rel + e.name + "/\U0010ffff" > start_after)),
                                key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
             return
@@ -230,10 +244,11 @@ class Storage:
                 # skip a directory whose every key sorts at or before start_after
                 if start_after and key + "/\U0010ffff" <= start_after:
                     continue
-                yield from self._walk(Path(e.path), key + "/", "", start_after, stat)
-            elif key > start_after and not stat:
-                yield Entry(key, -1, "")
+                yield from self._walk(Path(e.path), key + "/", "", start_after, with_stat)
             elif key > start_after:
+                if not with_stat:
+                    yield Entry(key, -1, "")
+                    continue
                 st = e.stat(follow_symlinks=False)
                 yield Entry(key, st.st_size, f"{st.st_mtime_ns}:{st.st_size}")
 

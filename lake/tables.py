@@ -122,6 +122,13 @@ class Lake:
         return out
 
     # -- writers ---------------------------------------------------------------------------------
+    @staticmethod
+    def warm_up() -> None:
+        """Build and encode an empty table of every schema, writing nothing: pyarrow initialises itself
+        on its first table (a long-lived writer calls this at startup, not under its first requests)."""
+        for spec in TABLES.values():
+            parquet_bytes(conform(spec, pa.Table.from_pylist([], schema=spec.schema)))
+
     def write_rows(self, table: str, key: str, rows: list[dict] | pa.Table) -> str:
         """Write one per-submission file of ``table`` with its fixed schema, then journal it."""
         spec = TABLES[table]

@@ -38,7 +38,9 @@ async def create_submission(request: Request, user: User = Depends(current_user)
     try:
         upload = await receive_upload(request, settings.max_upload_bytes, settings.home / "tmp",
                                       settings.max_multipart_parts, settings.max_header_bytes)
-        accepted = await run_in_threadpool(service.accept, user.id, upload.path, upload.fields.get("challenge") or None)
+        # settles the attempt ("accepted"/"duplicate") in the submission's own transaction
+        accepted = await run_in_threadpool(service.accept, user.id, upload.path, upload.fields.get("challenge") or None,
+                                           attempt)
     except ApiError as exc:
         rule = exc.details[0].get("rule") if exc.details and isinstance(exc.details[0], dict) else None
         await run_in_threadpool(service.settle, attempt, f"refused:{rule or exc.code}")
@@ -50,7 +52,6 @@ async def create_submission(request: Request, user: User = Depends(current_user)
     finally:
         if upload is not None:
             upload.discard()
-    await run_in_threadpool(service.settle, attempt, "accepted" if accepted.created else "duplicate")
     request.app.state.metrics.uploads.labels(outcome="accepted" if accepted.created else "duplicate").inc()
     sub = accepted.submission
     body = {"id": sub.id, "status": service.status(sub.id)["status"], "challenge": sub.challenge,

@@ -10,12 +10,14 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import select, update
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from intake.config import Settings, check_secret_key, stored_secret_key
-from intake.models import UploadAttempt
+from intake.models import ApiToken, UploadAttempt, as_utc
 
 
 def upload(http: httpx.Client, path, **data) -> httpx.Response:
@@ -40,6 +42,38 @@ def test_refused_uploads_count_against_the_daily_quota(start_arena, make_zip):
     with arena.app.state.db.session() as session:
         outcomes = session.scalars(select(UploadAttempt.outcome).order_by(UploadAttempt.id)).all()
     assert outcomes == ["refused:dockerfile.from_not_allowed", "accepted"]
+
+
+def test_an_attempt_is_settled_with_its_submission_and_a_duplicate_gives_its_slot_back(start_arena, make_zip):
+    arena = start_arena(daily_quota=2, max_concurrent=10)
+    zip_path = make_zip("a")
+    with arena.http(arena.user("alice")) as http:
+        first, again = upload(http, zip_path), upload(http, zip_path)
+        other = upload(http, make_zip("b"))      # the duplicate took no slot of the two
+    assert (first.status_code, again.status_code, other.status_code) == (202, 200, 202)
+    assert again.json()["id"] == first.json()["id"]
+    with arena.app.state.db.session() as session:
+        outcomes = session.scalars(select(UploadAttempt.outcome).order_by(UploadAttempt.id)).all()
+    assert outcomes == ["accepted", "duplicate", "accepted"]
+
+
+def test_a_token_use_is_written_at_most_once_a_minute(start_arena):
+    arena = start_arena()
+    token = arena.user("alice")
+
+    def last_used():
+        with arena.app.state.db.session() as session:
+            return session.scalars(select(ApiToken.last_used_at)).one()
+    with arena.http(token) as http:
+        assert http.get("/api/v1/submissions").status_code == 200
+        first = last_used()
+        assert first is not None
+        assert http.get("/api/v1/submissions").status_code == 200
+        assert last_used() == first                    # a read within the minute writes nothing
+        with arena.app.state.db.session() as session, session.begin():
+            session.execute(update(ApiToken).values(last_used_at=first - timedelta(minutes=2)))
+        assert http.get("/api/v1/submissions").status_code == 200
+        assert as_utc(last_used()) > as_utc(first) - timedelta(seconds=1)   # older than a minute: written
 
 
 def test_the_rate_limit_runs_before_validation_and_counts_refusals(start_arena, make_zip):

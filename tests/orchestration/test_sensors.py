@@ -77,3 +77,39 @@ def test_the_sensor_reads_markers_from_s3_after_the_cursor(arena_home, instance,
     b = put(bucket, tmp_path, str(ULID()))
     second = tick(instance, first.cursor)
     assert [r.run_key for r in second.run_requests] == [b.id] and second.cursor == b.id
+
+
+def test_a_burst_beyond_the_per_tick_cap_is_requested_over_several_ticks_oldest_first(
+        bucket, instance, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARENA_SENSOR_MAX_RUNS_PER_TICK", "2")
+    monkeypatch.setenv("ARENA_SENSOR_LOOKBACK_S", "3600")
+    now = time.time()
+    # five markers 45 minutes apart: the burst spans more than the lookback, so a cursor at the newest
+    # marker listed would put the ones left for later out of the listing
+    ids = [str(ULID.from_timestamp(now - 3 * 3600 + i * 2700)) for i in range(5)]
+    for sid in reversed(ids):
+        put(bucket, tmp_path, sid)
+    requested, cursor = [], None
+    for _ in range(5):
+        result = tick(instance, cursor)
+        requested.append([r.run_key for r in result.run_requests])
+        cursor = result.cursor
+    assert requested == [ids[0:2], ids[2:4], ids[4:5], [], []]
+    assert cursor == ids[4]
+    assert set(instance.get_dynamic_partitions("submissions")) == set(ids)
+
+
+def test_the_sensor_reads_many_new_markers_from_s3_in_order_under_the_cap(
+        arena_home, instance, tmp_path, s3_url, monkeypatch):  # noqa: F811
+    from lake.bucket import Bucket
+    monkeypatch.setenv("ARENA_BUCKET_URL", s3_url)
+    monkeypatch.setenv("ARENA_SENSOR_MAX_RUNS_PER_TICK", "4")
+    bucket = Bucket(s3_url)
+    ids = [str(ULID.from_timestamp(time.time() - 60 + i)) for i in range(6)]
+    for sid in ids:
+        put(bucket, tmp_path, sid)
+    first = tick(instance)
+    second = tick(instance, first.cursor)
+    assert [r.run_key for r in first.run_requests] == ids[:4] and first.cursor == ids[3]
+    assert [r.run_key for r in second.run_requests] == ids[4:] and second.cursor == ids[5]
+    assert tick(instance, second.cursor).run_requests == []
