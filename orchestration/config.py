@@ -32,8 +32,16 @@ DAGSTER_POSTGRES_URL_ENV = "ARENA_DAGSTER_POSTGRES_URL"
 
 
 def dagster_postgres_url() -> str | None:
-    """Dagster's own storage in PostgreSQL (production); unset means SQLite under DAGSTER_HOME."""
-    return os.environ.get(DAGSTER_POSTGRES_URL_ENV) or None
+    """Dagster's own storage in PostgreSQL (production); unset means SQLite under DAGSTER_HOME.
+    The driver is pinned to psycopg2 in the environment the Dagster processes inherit: SQLAlchemy 2.1
+    maps a plain ``postgresql://`` to psycopg 3, and dagster-postgres' event log then fails at
+    ``NOTIFY run_events, $1``."""
+    url = os.environ.get(DAGSTER_POSTGRES_URL_ENV) or None
+    if url:
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+            url = os.environ[DAGSTER_POSTGRES_URL_ENV] = f"postgresql+psycopg2://{rest}"
+    return url
 
 
 def write_dagster_yaml(home: Path | None = None) -> Path:

@@ -123,3 +123,13 @@ def test_a_local_fleet_creates_the_s3_buckets_its_storage_urls_name(tmp_path):
     local = LocalFleet(tmp_path, [], extra_env={"ARENA_BUCKET_URL": f"file://{tmp_path}/bucket",
                                                  "ARENA_LAKE_URL": f"file://{tmp_path}/lake"})
     assert local.s3_buckets() == ["arena-dagster"]
+
+
+def test_a_plain_postgresql_url_gets_the_psycopg2_driver_dagster_postgres_needs(tmp_path, monkeypatch):
+    from orchestration.config import DAGSTER_POSTGRES_URL_ENV
+    monkeypatch.delenv("ARENA_DAGSTER_MODE", raising=False)
+    for given in ("postgresql://u@127.0.0.1:5432/d", "postgresql+psycopg://u@127.0.0.1:5432/d"):
+        monkeypatch.setenv(DAGSTER_POSTGRES_URL_ENV, given)
+        config = yaml.safe_load(write_dagster_yaml(tmp_path).read_text())
+        assert config["storage"]["postgres"]["postgres_url"] == {"env": DAGSTER_POSTGRES_URL_ENV}
+        assert os.environ[DAGSTER_POSTGRES_URL_ENV] == "postgresql+psycopg2://u@127.0.0.1:5432/d"
