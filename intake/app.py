@@ -33,10 +33,14 @@ ERROR_RESPONSES = {status: {"description": what, "content": {"application/json":
 
 
 async def sweep_forever(subs: Submissions, settings: Settings) -> None:
-    """Submissions.sweep at startup and every ARENA_SWEEP_INTERVAL_S, off the event loop."""
+    """Submissions.sweep at startup (rows of the last 7 days) and every ARENA_SWEEP_INTERVAL_S (only
+    rows that aged past ARENA_SWEEP_AGE_S since the last sweep, so a sweep reads a few statuses, not
+    a week's), off the event loop."""
+    window_s = 7 * 86400
     while True:
         try:
-            removed = await asyncio.to_thread(subs.sweep, settings.sweep_age_s)
+            removed = await asyncio.to_thread(subs.sweep, settings.sweep_age_s, window_s)
+            window_s = 2 * settings.sweep_interval_s
             if removed["spool_files"] or removed["orphan_rows"]:
                 log.warning("swept %s", removed)
         except Exception:   # a sweep that fails (database restarting) waits for the next one

@@ -2,7 +2,6 @@
 manifest without per-file sources, and the shared DuckDB database; on a disk and on a real S3 server."""
 from __future__ import annotations
 
-import fsspec
 import pytest
 
 from lake.compaction import compact, sources_key
@@ -11,6 +10,7 @@ from lake.tables import JOURNAL, Lake
 from lake.views import available_views, connect
 from tests.lake.test_compaction import requests, seed
 from tests.lake.test_lake import CHALLENGE, add
+from tests.lake.test_storage import storage  # noqa: F401  (fixture: a disk and the moto S3 server)
 from tests.s3server import s3_server, s3_url  # noqa: F401
 
 TABLES = ("submissions", "evaluations", "requests")
@@ -21,12 +21,10 @@ def no_grace(monkeypatch):
     monkeypatch.setenv("ARENA_LAKE_COMPACT_GRACE_S", "0")
 
 
-@pytest.fixture(params=["file", "s3"])
-def lake(request, tmp_path) -> Lake:
-    if request.param == "file":
-        return Lake(f"file://{tmp_path}/lake")
-    fsspec.config.conf.clear()
-    return Lake(request.getfixturevalue("s3_url"))
+@pytest.fixture
+def lake(storage) -> Lake:
+    """A lake on each of test_storage's storages: a disk and the moto S3 server."""
+    return Lake(storage)
 
 
 def count(lake: Lake, table: str) -> int:
