@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -14,8 +15,10 @@ pytestmark = pytest.mark.docker
 def open_page(page: Page, url: str, heading: str) -> None:
     page.goto(url)
     expect(page.get_by_role("heading", name=heading)).to_be_visible()
-    # Streamlit streams elements in while the script runs; wait until it has finished.
+    # Streamlit streams elements in while the script runs, and keeps the last run's elements (marked
+    # stale) on screen while a rerun replaces them: wait until it has finished and nothing is stale.
     expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_have_count(1)
+    expect(page.locator('[data-stale="true"]')).to_have_count(0)
 
 
 def snapshot(page: Page, path) -> None:
@@ -25,16 +28,37 @@ def snapshot(page: Page, path) -> None:
     page.screenshot(path=path)
 
 
-def table_rows(page: Page, index: int) -> list[list[str]]:
+#: One table as the browser shows it, read in one step (a row-by-row read can straddle a re-render).
+READ_TABLE = """t => ({
+    headers: [...t.querySelectorAll('thead th')].map(c => c.innerText.trim()),
+    rows: [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td, th')].map(c => c.innerText.trim())),
+    empty: t.querySelector('[data-testid="stTableStyledEmptyTableCell"]') !== null,
+})"""
+
+
+def read_table(page: Page, index: int, timeout_s: float = 90) -> dict:
+    """Headers and rows of the ``index``-th table once it has rendered whole: rows, each as wide as the
+    header (or the first row, with no header). A table that stays empty or ragged fails here, with what
+    it showed."""
     table = page.locator('[data-testid="stTable"]').nth(index)
     expect(table).to_be_visible()
-    return [[cell.strip() for cell in row.locator("td, th").all_inner_texts()]
-            for row in table.locator("tbody tr").all()]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = table.evaluate(READ_TABLE)
+        width = len(seen["headers"]) or len(seen["rows"][0] if seen["rows"] else [])
+        if not seen["empty"] and seen["rows"] and all(len(r) == width for r in seen["rows"]):
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"table {index} did not render whole rows in {timeout_s:.0f} s: {seen}")
+        time.sleep(0.25)
+
+
+def table_rows(page: Page, index: int) -> list[list[str]]:
+    return read_table(page, index)["rows"]
 
 
 def headers(page: Page, index: int) -> list[str]:
-    return [h.strip() for h in page.locator('[data-testid="stTable"]').nth(index)
-            .locator("thead th").all_inner_texts()]
+    return read_table(page, index)["headers"]
 
 
 def metric(page: Page, label: str) -> str:
