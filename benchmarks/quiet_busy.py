@@ -2,7 +2,8 @@
 challenge, N evaluations per condition, private prompts from a fixed seed.
 
 Conditions: quiet (isolation on), busy (isolation on), busy (isolation off, for contrast; with
---no-off it is skipped). Busy: one spinning process per host CPU, started on the host before the
+--no-off it is skipped); with --asleep also quiet and busy without the platform CPUs kept awake
+(ARENA_CPU_KEEP_AWAKE=off). Conditions take turns, one evaluation each (--blocks: all of one first). Busy: one spinning process per host CPU, started on the host before the
 evaluation and never pinned, free to land anywhere (the scheduler puts one on the evaluation CPU
 unless isolation moves it). Isolation is scripts/setup-cpus.sh's cpusets plus sandbox/cpus.py's
 eviction during every timed run; ARENA_CPU_ISOLATION=off turns both off.
@@ -11,7 +12,7 @@ Prints tokens/s of every evaluation, the median and CV per condition, the busy/q
 interference figures (foreign and steal fraction of each timed run, re-measures, validity) and the
 host load; then one JSON line. Never fails on a figure.
 
-    .venv/bin/python benchmarks/quiet_busy.py [--n 5] [--no-off] [--runtime auto]
+    .venv/bin/python benchmarks/quiet_busy.py [--n 5] [--no-off] [--asleep] [--blocks] [--runtime auto]
 """
 from __future__ import annotations
 
@@ -50,16 +51,18 @@ def host_hog(n: int):
 
 
 @contextmanager
-def isolation(on: bool):
-    old = os.environ.get("ARENA_CPU_ISOLATION")
-    os.environ["ARENA_CPU_ISOLATION"] = "on" if on else "off"
+def environ(**values: str):
+    """Settings for one condition (read by the sandbox at each evaluation)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("ARENA_CPU_ISOLATION", None)
-        else:
-            os.environ["ARENA_CPU_ISOLATION"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def summary(values: list[float]) -> dict:
@@ -74,6 +77,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5, help="evaluations per condition")
     ap.add_argument("--no-off", action="store_true", help="skip the busy run with isolation off")
+    ap.add_argument("--asleep", action="store_true",
+                    help="add quiet and busy with the platform CPUs not kept awake (ARENA_CPU_KEEP_AWAKE=off)")
+    ap.add_argument("--blocks", action="store_true",
+                    help="all evaluations of a condition in a row (default: interleaved, one of each condition "
+                         "in turn, so that a drift of the host over the minutes falls on every condition alike)")
     ap.add_argument("--runtime", default="auto")
     args = ap.parse_args()
 
@@ -82,67 +90,79 @@ def main() -> None:
     tag = f"arena-bench/baseline:{uuid.uuid4().hex[:8]}"
     built = build_image(REPO / "examples" / "baseline", tag, settings)
     assert built.ok, built.error
-    conditions = [("quiet", True, False), ("busy", True, True)] + ([] if args.no_off else [("busy-off", False, True)])
+    # name, isolation, hogs, platform CPUs kept awake
+    conditions = [("quiet", True, False, True), ("busy", True, True, True)]
+    if args.asleep:
+        conditions += [("quiet-asleep", True, False, False), ("busy-asleep", True, True, False)]
+    if not args.no_off:
+        conditions.append(("busy-off", False, True, True))
     out: dict = {"isolation": cpus.state(cpus.CpuSplit.of(settings.cpuset)), "n": args.n,
-                 "host_cpus": len(cpus.host_cpus()), "load_start": os.getloadavg()[0]}
+                 "host_cpus": len(cpus.host_cpus()), "load_start": os.getloadavg()[0],
+                 "order": "blocks" if args.blocks else "interleaved"}
+    order = ([(c, i) for c in conditions for i in range(1, args.n + 1)] if args.blocks else
+             [(c, i) for i in range(1, args.n + 1) for c in conditions])
+    tps: dict = {c[0]: [] for c in conditions}
+    rows: dict = {c[0]: [] for c in conditions}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = challenge.model_dir(Path(tmp) / "models")
             workload = Workload.for_challenge(challenge, seed=20240601)
-            for name, iso, busy in conditions:
-                tps, rows = [], []
-                print(f"== {name}: isolation {'on' if iso else 'off'}, "
-                      f"{'%d unpinned host hogs' % os.cpu_count() if busy else 'no hog'}")
-                with isolation(iso), (host_hog(os.cpu_count() or 1) if busy else _nothing()):
-                    for i in range(1, args.n + 1):
-                        load_before = os.getloadavg()[0]
-                        t0 = time.monotonic()
-                        ev = evaluate_image(tag, submission_id=f"qb-{name}-{i}", challenge=challenge.name,
-                                            workload=workload, model_dir=model_dir, settings=settings,
-                                            log_root=Path(tmp) / f"{name}-{i}")
-                        r, meas = ev.result, ev.result["measurement"]
-                        inter = meas.get("interference") or {}
-                        runs = inter.get("runs", [])
-                        row = {"tokens_per_second": r["metrics"]["tokens_per_second"], "status": r["status"],
-                               "valid": meas["valid"], "runs_tps": meas["tokens_per_second_runs"],
-                               "in_eval_cv": meas["tokens_per_second_cv"],
-                               "remeasured": inter.get("remeasured"), "disturbed": inter.get("disturbed"),
-                               "foreign": [r_["foreign_fraction"] for r_ in runs],
-                               "steal": [r_["steal_fraction"] for r_ in runs],
-                               # threads pinned to the evaluation CPU that isolation cannot move
-                               # (another evaluation there): the host was not quiet
-                               "unmovable": [(r_.get("eviction") or {}).get("unmovable_threads") for r_ in runs],
-                               "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                               "seconds": round(time.monotonic() - t0, 1)}
-                        rows.append(row)
-                        if r["status"] == "success" and row["tokens_per_second"] is not None:
-                            tps.append(row["tokens_per_second"])
-                        print(f"  eval {i}: {row['tokens_per_second'] or 0:8.2f} tok/s  runs {row['runs_tps']} "
-                              f"valid={row['valid']} remeasured={row['remeasured']} disturbed={row['disturbed']} "
-                              f"foreign={row['foreign']} steal={row['steal']} unmovable={row['unmovable']} load={row['load_1m']} "
-                              f"{row['seconds']} s {r['status']} {meas.get('detail') or ''}")
-                out[name] = {"summary": summary(tps), "evaluations": rows}
+            for (name, iso, busy, awake), i in order:
+                with environ(ARENA_CPU_ISOLATION="on" if iso else "off",
+                             ARENA_CPU_KEEP_AWAKE="platform" if awake else "off"), \
+                        (host_hog(os.cpu_count() or 1) if busy else _nothing()):
+                    load_before = os.getloadavg()[0]
+                    t0 = time.monotonic()
+                    ev = evaluate_image(tag, submission_id=f"qb-{name}-{i}", challenge=challenge.name,
+                                        workload=workload, model_dir=model_dir, settings=settings,
+                                        log_root=Path(tmp) / f"{name}-{i}")
+                r, meas = ev.result, ev.result["measurement"]
+                inter = meas.get("interference") or {}
+                runs = inter.get("runs", [])
+                row = {"tokens_per_second": r["metrics"]["tokens_per_second"], "status": r["status"],
+                       "valid": meas["valid"], "runs_tps": meas["tokens_per_second_runs"],
+                       "in_eval_cv": meas["tokens_per_second_cv"],
+                       "remeasured": inter.get("remeasured"), "disturbed": inter.get("disturbed"),
+                       "foreign": [r_["foreign_fraction"] for r_ in runs],
+                       "steal": [r_["steal_fraction"] for r_ in runs],
+                       # threads pinned to the evaluation CPU that isolation cannot move
+                       # (another evaluation there): the host was not quiet
+                       "unmovable": [(r_.get("eviction") or {}).get("unmovable_threads") for r_ in runs],
+                       "kept_awake": sorted({r_.get("kept_awake") for r_ in runs}, key=str),
+                       "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                       "seconds": round(time.monotonic() - t0, 1)}
+                rows[name].append(row)
+                if r["status"] == "success" and row["tokens_per_second"] is not None:
+                    tps[name].append(row["tokens_per_second"])
+                print(f"  {name} {i}: {row['tokens_per_second'] or 0:8.2f} tok/s  runs {row['runs_tps']} "
+                      f"valid={row['valid']} remeasured={row['remeasured']} disturbed={row['disturbed']} "
+                      f"foreign={row['foreign']} steal={row['steal']} unmovable={row['unmovable']} "
+                      f"awake={row['kept_awake']} load={row['load_1m']} {row['seconds']} s {r['status']} "
+                      f"{meas.get('detail') or ''}", flush=True)
+            for name, *_ in conditions:
+                out[name] = {"summary": summary(tps[name]), "evaluations": rows[name]}
                 s = out[name]["summary"]
-                print(f"  {name}: median {s['median']} tok/s, CV {s['cv']}")
+                print(f"  {name}: median {s['median']} tok/s, CV {s['cv']} (isolation "
+                      f"{'on' if dict((c[0], c[1]) for c in conditions)[name] else 'off'})")
     finally:
         remove_image(tag)
-    quiet = out["quiet"]["summary"]["median"]
-    for name in ("busy", "busy-off"):
-        if name in out and quiet and out[name]["summary"]["median"]:
-            out[f"ratio_{name.replace('-', '_')}"] = out[name]["summary"]["median"] / quiet
     out["load_end"] = os.getloadavg()[0]
-    print(f"busy/quiet (isolation on): {out.get('ratio_busy')}; busy/quiet (isolation off): {out.get('ratio_busy_off')}")
-    print(json.dumps({"quiet_tps": quiet, "busy_tps": out["busy"]["summary"]["median"],
-                      "busy_off_tps": out.get("busy-off", {}).get("summary", {}).get("median"),
-                      "ratio_busy": out.get("ratio_busy"), "ratio_busy_off": out.get("ratio_busy_off"),
-                      "cv_quiet": out["quiet"]["summary"]["cv"], "cv_busy": out["busy"]["summary"]["cv"],
-                      "cv_busy_off": out.get("busy-off", {}).get("summary", {}).get("cv"),
+    medians = {name: out[name]["summary"]["median"] for name, *_ in conditions}
+    ratios = {"ratio_busy": ("busy", "quiet"), "ratio_busy_off": ("busy-off", "quiet"),
+              "ratio_busy_asleep": ("busy-asleep", "quiet-asleep"), "ratio_quiet_asleep": ("quiet-asleep", "quiet")}
+    for key, (a, b) in ratios.items():
+        if medians.get(a) and medians.get(b):
+            out[key] = medians[a] / medians[b]
+    print("; ".join(f"{a}/{b}: {out[key]:.3f}" for key, (a, b) in ratios.items() if key in out))
+    print(json.dumps({**{f"{name.replace('-', '_')}_tps": m for name, m in medians.items()},
+                      **{key: out[key] for key in ratios if key in out},
+                      **{f"cv_{name.replace('-', '_')}": out[name]["summary"]["cv"] for name in medians},
                       "remeasured_busy": [e["remeasured"] for e in out["busy"]["evaluations"]],
                       "invalid_busy": sum(1 for e in out["busy"]["evaluations"] if e["valid"] is False),
                       "foreign_busy": [e["foreign"] for e in out["busy"]["evaluations"]],
                       "foreign_busy_off": [e["foreign"] for e in out.get("busy-off", {}).get("evaluations", [])],
-                      "n": args.n, "load_start": out["load_start"], "load_end": out["load_end"],
-                      "isolation": out["isolation"]}))
+                      "n": args.n, "order": out["order"], "load_start": out["load_start"],
+                      "load_end": out["load_end"], "isolation": out["isolation"]}))
 
 
 @contextmanager

@@ -73,6 +73,38 @@ def end_sessions_of_user(session: Session, user_id: int) -> int:
                            .values(revoked_at=utcnow())).rowcount
 
 
+#: Hex characters of a session's id shown on the sessions page and used to end it: enough to tell a
+#: user's sessions apart, never the key itself (the id is the key's sha256; the cookie holds the key).
+HANDLE_CHARS = 16
+
+
+def handle_of(key: str | None) -> str | None:
+    """The public handle of the session whose cookie carries ``key``."""
+    return _hash(key)[:HANDLE_CHARS] if isinstance(key, str) and key else None
+
+
+def live_sessions(session: Session, user_id: int, now: datetime | None = None) -> list[WebSession]:
+    """A user's sessions that still log a browser in (not ended, not expired, token not revoked),
+    newest first."""
+    now = now or utcnow()
+    rows = session.scalars(select(WebSession).where(WebSession.user_id == user_id,
+                                                    WebSession.revoked_at.is_(None))
+                           .order_by(WebSession.created_at.desc())).all()
+    revoked = set(session.scalars(select(ApiToken.id).where(ApiToken.user_id == user_id,
+                                                            ApiToken.revoked_at.is_not(None))))
+    return [r for r in rows if as_utc(r.expires_at) > now and r.token_id not in revoked]
+
+
+def end_session_by_handle(session: Session, user_id: int, handle: str) -> int:
+    """End the user's session whose id starts with ``handle``; another user's is never touched."""
+    if len(handle) != HANDLE_CHARS or any(c not in "0123456789abcdef" for c in handle):
+        return 0
+    return session.execute(update(WebSession).where(WebSession.user_id == user_id,
+                                                    WebSession.id.startswith(handle),
+                                                    WebSession.revoked_at.is_(None))
+                           .values(revoked_at=utcnow())).rowcount
+
+
 def user_for_key(session: Session, key: str | None, now: datetime | None = None) -> User | None:
     """The user of a live session: not ended, not expired, and its API token (if any) not revoked."""
     if not isinstance(key, str) or not key:

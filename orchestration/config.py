@@ -81,7 +81,8 @@ run_retries:
   enabled: true
   max_retries: {fleet.run_retries()}
   retry_on_asset_or_op_failure: true
-"""
+sensors:
+""" + "".join(f"  {key}: {str(value).lower()}\n" for key, value in fleet.SENSOR_DAEMON.items())
     return _write_if_changed(home / "dagster.yaml", text)
 
 

@@ -1,7 +1,7 @@
 """Dagster resources: the platform's storage and sandbox, configured from the environment."""
 from __future__ import annotations
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 
 from lake.bucket import Bucket
 from lake.config import StorageSettings
@@ -28,6 +28,11 @@ class ArenaStorage(ConfigurableResource):
 
 class Sandbox(ConfigurableResource):
     """Build and run limits (ARENA_SANDBOX_*), on the devices of the worker running this process."""
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # a build or an evaluation step stops (and cleans up) when its run worker dies
+        from orchestration.lifeline import follow_parent
+        follow_parent()
 
     def settings(self) -> SandboxSettings:
         base = SandboxSettings.from_env()

@@ -138,3 +138,93 @@ def test_examples_are_ranked_and_the_wrong_one_is_rejected(platform, tmp_path):
         [ids["kv-cache"]], [ids["baseline"]])
     printed = arena_cli(env | {"ARENA_URL": url}, "leaderboard", "efficient-decode")
     assert "rejected" in printed.stdout and "accuracy" in printed.stdout, printed.stdout
+
+
+def run_worker_pid(instance, run_id: str) -> int | None:
+    """The pid of the run's worker process, as Dagster's run worker announces itself in the run's log
+    ("Started process for run (pid: N)."), read from the message text; None before it has started."""
+    import re
+    for record in instance.all_logs(run_id):
+        found = re.match(r"Started process for run \(pid: (\d+)\)", record.message or "")
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def test_a_killed_run_worker_fails_its_run_at_once_and_the_retry_scores_the_submission(platform, tmp_path):
+    """Embedded mode under the real daemon: the run worker of a running evaluation is SIGKILLed (the
+    OOM killer, an operator's kill -9). The run fails at once (Dagster's code server sees its process
+    killed; ArenaDefaultRunLauncher's health check, where the code server is gone too), the step
+    process it left behind interrupts itself and cleans up (orchestration/lifeline.py), run retries
+    start the submission again, and it is scored as if nothing had happened."""
+    import shutil
+    import signal
+
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    from lake.vocabulary import TAG_SUBMISSION
+
+    env, home = platform
+    url = f"http://127.0.0.1:{env['ARENA_PORT']}"
+    made = arena_cli(env, "admin", "create-user", "dave")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    source = tmp_path / "baseline-again"
+    shutil.copytree(ROOT / "examples" / "baseline", source)
+    (source / "NOTES.txt").write_text("the baseline again, killed once on the way\n")
+    with ArenaClient(url, token) as client:
+        sid = client.submit(source)["id"]
+
+    def step_started(instance, run_id: str, step: str) -> bool:
+        return any(e.step_key == step and e.dagster_event and e.dagster_event.event_type_value == "STEP_START"
+                   for e in instance.all_logs(run_id))
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        deadline = time.monotonic() + 600
+        while True:   # the evaluation step of the submission's run has started
+            runs = instance.get_runs(RunsFilter(tags={TAG_SUBMISSION: sid}, statuses=[DagsterRunStatus.STARTED]))
+            pid = run_worker_pid(instance, runs[0].run_id) if runs else None
+            if pid and alive(pid) and step_started(instance, runs[0].run_id, "evaluation"):
+                break
+            assert time.monotonic() < deadline, "the submission's evaluation step never started"
+            time.sleep(0.5)
+        killed = runs[0]
+        time.sleep(5)   # into the evaluation: its container runs
+        steps = {e.dagster_event.pid for e in instance.all_logs(killed.run_id)
+                 if e.step_key and e.dagster_event and e.dagster_event.pid and e.dagster_event.pid != pid}
+        assert any(alive(p) for p in steps), "no live step process to leave behind"
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.STARTED:
+            assert time.monotonic() - killed_at < 120, "the killed run is still STARTED after 120 s"
+            time.sleep(0.5)
+        failed_after = time.monotonic() - killed_at
+        assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
+        why = [e.message for e in instance.all_logs(killed.run_id)
+               if "signal 9" in (e.message or "") or "run worker lost" in (e.message or "")]
+        assert why, "the failure does not say the run worker was killed"
+        while any(alive(p) for p in steps):   # the orphaned step interrupts itself and cleans up
+            assert time.monotonic() - killed_at < 120, f"step processes {steps} outlived their run worker"
+            time.sleep(0.5)
+        steps_gone_after = time.monotonic() - killed_at
+
+        with ArenaClient(url, token) as client:
+            final = client.wait(sid, timeout=900)
+        scored_after = time.monotonic() - killed_at
+        print(f"killed run {killed.run_id}: FAILURE after {failed_after:.1f} s ({why[0][:90]}), step processes "
+              f"gone after {steps_gone_after:.1f} s, submission {final['status']} after {scored_after:.0f} s")
+        assert final["status"] == "success", final
+        validate_result(final["result"])
+        runs = instance.get_runs(RunsFilter(tags={TAG_SUBMISSION: sid}))
+        assert len(runs) >= 2 and killed.run_id in {r.run_id for r in runs}, [r.status for r in runs]
+        interrupted = [e.message for e in instance.all_logs(killed.run_id)
+                       if e.dagster_event and e.dagster_event.event_type_value == "STEP_SUCCESS"
+                       and e.step_key == "evaluation"]
+        assert not interrupted, "the orphaned evaluation step ran to its end"

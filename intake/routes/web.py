@@ -18,7 +18,8 @@ from intake.errors import ApiError
 from intake.models import ApiToken, User
 from intake.oauth import identity_from, user_for_identity
 from intake.security import hash_token, issue_token, revoke_token, user_for_token
-from intake.sessions import SESSION_KEY, end_session, open_session
+from intake.sessions import (HANDLE_CHARS, SESSION_KEY, end_session, end_session_by_handle, end_sessions_of_user, handle_of,
+                             live_sessions, open_session)
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -119,6 +120,45 @@ def logout(request: Request, csrf_token: str = Form("")) -> Response:
     check_csrf(request, csrf_token)
     with request.app.state.db.session() as session, session.begin():
         end_session(session, request.session.get(SESSION_KEY))  # a copied cookie is dead too
+    request.session.clear()
+    return RedirectResponse("/login", 303)
+
+
+@router.get("/sessions")
+def sessions_page(request: Request) -> Response:
+    """The browsers (and token logins) logged in as this user, each with a button that ends it, and
+    "Log out everywhere"."""
+    user = login_required(request)
+    with request.app.state.db.session() as session:
+        rows = live_sessions(session, user.id)
+        names = dict(session.execute(select(ApiToken.id, ApiToken.name).where(ApiToken.user_id == user.id)).all())
+        shown = [{"handle": r.id[:HANDLE_CHARS], "created_at": r.created_at, "expires_at": r.expires_at,
+                  "how": f"API token “{names.get(r.token_id, r.token_id)}”" if r.token_id is not None
+                  else "OAuth login"} for r in rows]
+    return page(request, "sessions.html", user, sessions=shown,
+                current=handle_of(request.session.get(SESSION_KEY)))
+
+
+@router.post("/sessions/{handle}/end")
+def end_one_session(handle: str, request: Request, csrf_token: str = Form("")) -> Response:
+    user = login_required(request)
+    check_csrf(request, csrf_token)
+    with request.app.state.db.session() as session, session.begin():
+        if not end_session_by_handle(session, user.id, handle):
+            raise ApiError(404, "not_found", f"no live session {handle!r} of yours")
+    if handle == handle_of(request.session.get(SESSION_KEY)):
+        request.session.clear()
+        return RedirectResponse("/login", 303)
+    return RedirectResponse("/sessions", 303)
+
+
+@router.post("/sessions/end-all")
+def log_out_everywhere(request: Request, csrf_token: str = Form("")) -> Response:
+    """End every session of this user, this browser's too: any copy of any of its cookies is dead."""
+    user = login_required(request)
+    check_csrf(request, csrf_token)
+    with request.app.state.db.session() as session, session.begin():
+        end_sessions_of_user(session, user.id)
     request.session.clear()
     return RedirectResponse("/login", 303)
 

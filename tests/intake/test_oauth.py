@@ -198,3 +198,47 @@ def test_login_page_lists_the_configured_providers(oidc_arena):
         page = browser.get("/login")
         assert "Log in with Test ID" in page.text
         assert browser.get("/submissions").status_code == 303
+
+
+def test_a_user_lists_their_sessions_ends_one_and_logs_out_everywhere(arena):
+    token, other = arena.user("alice"), arena.user("bob")
+    with token_login(arena, token) as desk, token_login(arena, token) as laptop, \
+            token_login(arena, token) as phone, token_login(arena, other) as bob:
+        page = desk.get("/sessions")
+        handles = re.findall(r'action="/sessions/([0-9a-f]+)/end"', page.text)
+        assert len(handles) == 3 and page.text.count("(this browser)") == 1   # bob's session is not listed
+        mine = this_browser(desk)
+        assert "API token" in page.text and "this browser" in page.text
+
+        # Ending another user's session, or a made-up handle, is refused by name and ends nothing.
+        bobs = re.findall(r'action="/sessions/([0-9a-f]+)/end"', bob.get("/sessions").text)[0]
+        refused = desk.post(f"/sessions/{bobs}/end", data={"csrf_token": csrf_of(page.text)})
+        assert refused.status_code == 404 and bobs in refused.text
+        assert bob.get("/api/v1/submissions").status_code == 200
+
+        # Ending the laptop's session logs the laptop out and no one else.
+        laptop_handle = this_browser(laptop)
+        assert laptop_handle in handles and laptop_handle != mine
+        assert desk.post(f"/sessions/{laptop_handle}/end", data={"csrf_token": csrf_of(page.text)}).url.path \
+            == "/sessions"
+        assert laptop.get("/api/v1/submissions").status_code == 401
+        assert desk.get("/api/v1/submissions").status_code == 200 and phone.get("/api/v1/submissions").status_code == 200
+
+        # A POST without the CSRF token ends nothing.
+        assert desk.post("/sessions/end-all", data={}).status_code == 403
+        assert phone.get("/api/v1/submissions").status_code == 200
+
+        # Log out everywhere: this browser and every other one of alice's, not bob's.
+        page = desk.get("/sessions")
+        assert desk.post("/sessions/end-all", data={"csrf_token": csrf_of(page.text)}).url.path == "/login"
+        assert desk.get("/api/v1/submissions").status_code == 401
+        assert phone.get("/api/v1/submissions").status_code == 401
+        assert bob.get("/api/v1/submissions").status_code == 200
+        # The API token itself still works: sessions ended, token not revoked.
+        with httpx.Client(base_url=arena.url, headers={"Authorization": f"Bearer {token}"}) as cli:
+            assert cli.get("/api/v1/submissions").status_code == 200
+
+
+def this_browser(browser: httpx.Client) -> str:
+    """The handle the sessions page marks as the browser's own."""
+    return re.search(r"<code>([0-9a-f]+)</code> \(this browser\)", browser.get("/sessions").text).group(1)
