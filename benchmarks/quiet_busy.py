@@ -2,8 +2,7 @@
 challenge, N evaluations per condition, private prompts from a fixed seed.
 
 Conditions: quiet (isolation on), busy (isolation on), busy (isolation off, for contrast; with
---no-off it is skipped); with --asleep also quiet and busy without the platform CPUs kept awake
-(ARENA_CPU_KEEP_AWAKE=off). Conditions take turns, one evaluation each (--blocks: all of one first). Busy: one spinning process per host CPU, started on the host before the
+--no-off it is skipped). Conditions take turns, one evaluation each (--blocks: all of one first). Busy: one spinning process per host CPU, started on the host before the
 evaluation and never pinned, free to land anywhere (the scheduler puts one on the evaluation CPU
 unless isolation moves it). Isolation is scripts/setup-cpus.sh's cpusets plus sandbox/cpus.py's
 eviction during every timed run; ARENA_CPU_ISOLATION=off turns both off.
@@ -12,7 +11,7 @@ Prints tokens/s of every evaluation, the median and CV per condition, the busy/q
 interference figures (foreign and steal fraction of each timed run, re-measures, validity) and the
 host load; then one JSON line. Never fails on a figure.
 
-    .venv/bin/python benchmarks/quiet_busy.py [--n 5] [--no-off] [--asleep] [--blocks] [--runtime auto]
+    .venv/bin/python benchmarks/quiet_busy.py [--n 5] [--no-off] [--blocks] [--runtime auto]
 """
 from __future__ import annotations
 
@@ -41,7 +40,9 @@ from sandbox.evaluate import Workload, evaluate_image  # noqa: E402
 @contextmanager
 def host_hog(n: int):
     """n unpinned spinning processes on the host."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    # each dies with this process (PR_SET_PDEATHSIG), even when it is killed before its cleanup
+    spin = "import ctypes, signal\nctypes.CDLL(None).prctl(1, signal.SIGKILL)\nwhile True: pass\n"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
     try:
         yield procs
     finally:
@@ -77,8 +78,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5, help="evaluations per condition")
     ap.add_argument("--no-off", action="store_true", help="skip the busy run with isolation off")
-    ap.add_argument("--asleep", action="store_true",
-                    help="add quiet and busy with the platform CPUs not kept awake (ARENA_CPU_KEEP_AWAKE=off)")
     ap.add_argument("--blocks", action="store_true",
                     help="all evaluations of a condition in a row (default: interleaved, one of each condition "
                          "in turn, so that a drift of the host over the minutes falls on every condition alike)")
@@ -90,12 +89,10 @@ def main() -> None:
     tag = f"arena-bench/baseline:{uuid.uuid4().hex[:8]}"
     built = build_image(REPO / "examples" / "baseline", tag, settings)
     assert built.ok, built.error
-    # name, isolation, hogs, platform CPUs kept awake
-    conditions = [("quiet", True, False, True), ("busy", True, True, True)]
-    if args.asleep:
-        conditions += [("quiet-asleep", True, False, False), ("busy-asleep", True, True, False)]
+    # name, isolation, hogs
+    conditions = [("quiet", True, False), ("busy", True, True)]
     if not args.no_off:
-        conditions.append(("busy-off", False, True, True))
+        conditions.append(("busy-off", False, True))
     out: dict = {"isolation": cpus.state(cpus.CpuSplit.of(settings.cpuset)), "n": args.n,
                  "host_cpus": len(cpus.host_cpus()), "load_start": os.getloadavg()[0],
                  "order": "blocks" if args.blocks else "interleaved"}
@@ -107,9 +104,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = challenge.model_dir(Path(tmp) / "models")
             workload = Workload.for_challenge(challenge, seed=20240601)
-            for (name, iso, busy, awake), i in order:
-                with environ(ARENA_CPU_ISOLATION="on" if iso else "off",
-                             ARENA_CPU_KEEP_AWAKE="platform" if awake else "off"), \
+            for (name, iso, busy), i in order:
+                with environ(ARENA_CPU_ISOLATION="on" if iso else "off"), \
                         (host_hog(os.cpu_count() or 1) if busy else _nothing()):
                     load_before = os.getloadavg()[0]
                     t0 = time.monotonic()
@@ -128,7 +124,6 @@ def main() -> None:
                        # threads pinned to the evaluation CPU that isolation cannot move
                        # (another evaluation there): the host was not quiet
                        "unmovable": [(r_.get("eviction") or {}).get("unmovable_threads") for r_ in runs],
-                       "kept_awake": sorted({r_.get("kept_awake") for r_ in runs}, key=str),
                        "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                        "seconds": round(time.monotonic() - t0, 1)}
                 rows[name].append(row)
@@ -137,7 +132,7 @@ def main() -> None:
                 print(f"  {name} {i}: {row['tokens_per_second'] or 0:8.2f} tok/s  runs {row['runs_tps']} "
                       f"valid={row['valid']} remeasured={row['remeasured']} disturbed={row['disturbed']} "
                       f"foreign={row['foreign']} steal={row['steal']} unmovable={row['unmovable']} "
-                      f"awake={row['kept_awake']} load={row['load_1m']} {row['seconds']} s {r['status']} "
+                      f"load={row['load_1m']} {row['seconds']} s {r['status']} "
                       f"{meas.get('detail') or ''}", flush=True)
             for name, *_ in conditions:
                 out[name] = {"summary": summary(tps[name]), "evaluations": rows[name]}
@@ -148,8 +143,7 @@ def main() -> None:
         remove_image(tag)
     out["load_end"] = os.getloadavg()[0]
     medians = {name: out[name]["summary"]["median"] for name, *_ in conditions}
-    ratios = {"ratio_busy": ("busy", "quiet"), "ratio_busy_off": ("busy-off", "quiet"),
-              "ratio_busy_asleep": ("busy-asleep", "quiet-asleep"), "ratio_quiet_asleep": ("quiet-asleep", "quiet")}
+    ratios = {"ratio_busy": ("busy", "quiet"), "ratio_busy_off": ("busy-off", "quiet")}
     for key, (a, b) in ratios.items():
         if medians.get(a) and medians.get(b):
             out[key] = medians[a] / medians[b]

@@ -13,14 +13,7 @@ Two mechanisms, both set up by `scripts/setup-cpus.sh` and read back here:
   threads and tasks whose cgroup confines them to evaluation CPUs (other containers pinned there)
   cannot move: they are counted as `unmovable`, and `sandbox.interference` measures what they cost.
 
-- `keep_awake(cpus)`: during a timed run, the platform CPUs never go idle. On a virtual machine an idle
-  vCPU halts, and waking it for the next output line costs tens of microseconds: the same decoder
-  measured 195 tokens/s (CV 5.9 %) on a quiet 2-vCPU host and 203 (7.2 %) with the host busy
-  (benchmarks/quiet_busy.py). A spinner per platform CPU at SCHED_IDLE, the lowest priority there is
-  (it runs only when nothing else wants the CPU), keeps the harness's CPUs awake, like the kernel's
-  idle=poll: quiet 225, CV 2.2 %.
-
-ARENA_CPU_ISOLATION=off turns the first two off (a host where this process cannot write cgroups or set other
+ARENA_CPU_ISOLATION=off turns both off (a host where this process cannot write cgroups or set other
 processes' affinity, e.g. an unprivileged developer machine); the interference monitor still runs.
 Every function takes an explicit cpuset so a worker with its own devices can use its own split.
 """
@@ -372,45 +365,6 @@ def unboost(old: dict[int, int]) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
         except OSError:
             pass
-
-
-#: A spinner: dies with its parent (PR_SET_PDEATHSIG, SIGKILL), pinned to one CPU, at SCHED_IDLE.
-_SPINNER = ("import ctypes, os, signal, sys\n"
-            "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
-            "if os.getppid() != int(sys.argv[2]): sys.exit(0)\n"
-            "os.sched_setaffinity(0, {int(sys.argv[1])})\n"
-            "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
-            "while True: pass\n")
-
-
-def keep_awake_cpus(split: CpuSplit, setting: str | None = None) -> frozenset[int]:
-    """The CPUs to keep awake during a timed run on ``split``: ARENA_CPU_KEEP_AWAKE (read at each run)
-    is "platform" (the split's platform CPUs, the default), "off", or a cpuset such as "0-1" (on a
-    host with many cores: the ones the harnesses run on); never an evaluation CPU."""
-    if setting is None:
-        setting = os.environ.get("ARENA_CPU_KEEP_AWAKE", "platform")
-    setting = setting.strip().lower()
-    if setting in ("off", "none", "0", "false", "no", ""):
-        return frozenset()
-    cpus = split.platform if setting == "platform" else parse_cpuset(setting)
-    return frozenset(cpus - split.evaluation)     # never on an evaluation CPU
-
-
-@contextmanager
-def keep_awake(cpus: frozenset[int]) -> Iterator[list[int]]:
-    """One SCHED_IDLE spinner per CPU of ``cpus`` inside this block; yields their pids."""
-    import subprocess
-    import sys
-    procs = [subprocess.Popen([sys.executable, "-c", _SPINNER, str(cpu), str(os.getpid())],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for cpu in sorted(cpus)]
-    try:
-        yield [p.pid for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
 
 
 @contextmanager

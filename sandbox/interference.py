@@ -174,16 +174,13 @@ class TimedRunGuard:
                    InterferenceMonitor.for_pid(split.evaluation, container_pid), container_id, container_pid, on_log)
 
     def measure(self, label: str, fn: Callable[[str], T]) -> tuple[T, dict]:
-        awake = cpus_mod.keep_awake_cpus(self.split)
-        with cpus_mod.keep_awake(awake), \
-                cpus_mod.exclusive(self.split, keep_cgroup=self.keep_cgroup,
-                                   data_path=cpus_mod.data_path_pids(self.container_pid)) as eviction:
+        with cpus_mod.exclusive(self.split, keep_cgroup=self.keep_cgroup,
+                                data_path=cpus_mod.data_path_pids(self.container_pid)) as eviction:
             before = self.monitor.snapshot()
             value = fn(label)
             after = self.monitor.snapshot()
         entry = {"label": label, **self.monitor.figures(before, after),
-                 "eviction": eviction.as_dict() if eviction is not None else None,
-                 "kept_awake": cpus_mod.format_cpuset(awake) if awake else None}
+                 "eviction": eviction.as_dict() if eviction is not None else None}
         entry["disturbed"] = entry["foreign_fraction"] + entry["steal_fraction"] > self.policy.threshold
         self.runs.append(entry)
         return value, entry

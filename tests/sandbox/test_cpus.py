@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -170,38 +169,3 @@ def test_a_harness_killed_mid_window_has_its_evicted_threads_put_back(tmp_path, 
         assert cpus.recover_abandoned() >= 1
         assert os.sched_getaffinity(victim.pid) == {cpu}
     assert not list(tmp_path.glob("evicted-*.json"))
-
-
-@needs_two_cpus
-def test_the_platform_cpus_are_kept_awake_at_idle_priority_and_never_the_evaluation_cpu():
-    split = cpus.CpuSplit.of(str(eval_cpu()))
-    assert cpus.keep_awake_cpus(split, "platform") == split.platform
-    assert cpus.keep_awake_cpus(split, "off") == frozenset()
-    assert cpus.keep_awake_cpus(split, cpus.format_cpuset(cpus.host_cpus())) == split.platform  # eval CPU dropped
-    with cpus.keep_awake(split.platform) as pids:
-        assert len(pids) == len(split.platform)
-        time.sleep(1.0)
-        for pid in pids:
-            assert os.sched_getscheduler(pid) == os.SCHED_IDLE
-            assert os.sched_getaffinity(pid) <= split.platform
-            ticks = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11])
-            assert ticks > 0, "the spinner did not spin"
-    for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}")
-
-
-@needs_two_cpus
-def test_spinners_die_with_a_killed_harness():
-    code = ("import sys, time; from sandbox import cpus\n"
-            "with cpus.keep_awake(frozenset({int(sys.argv[1])})) as pids:\n"
-            "    print(pids[0], flush=True); time.sleep(60)\n")
-    harness = subprocess.Popen([sys.executable, "-c", code, str(min(cpus.CpuSplit.of(str(eval_cpu())).platform))],
-                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
-    spinner = int(harness.stdout.readline())
-    assert os.path.exists(f"/proc/{spinner}")
-    harness.kill()
-    harness.wait()
-    deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{spinner}") and open(f"/proc/{spinner}/stat").read().split(") ")[1][0] != "Z":
-        assert time.monotonic() < deadline, "the spinner outlived its harness"
-        time.sleep(0.1)
