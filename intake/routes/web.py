@@ -18,8 +18,8 @@ from intake.errors import ApiError
 from intake.models import ApiToken, User
 from intake.oauth import identity_from, user_for_identity
 from intake.security import hash_token, issue_token, revoke_token, user_for_token
-from intake.sessions import (HANDLE_CHARS, SESSION_KEY, end_session, end_session_by_handle, end_sessions_of_user, handle_of,
-                             live_sessions, open_session)
+from intake.sessions import (HANDLE_CHARS, SESSION_KEY, end_session, end_session_by_handle, end_sessions_of_user,
+                             handle_of, live_sessions, open_session)
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 router = APIRouter(include_in_schema=False)
