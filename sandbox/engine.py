@@ -41,10 +41,10 @@ def resolve_runtime(requested: str) -> str:
     return requested
 
 
-def remove_leftovers(older_than_s: float = 0, labels: dict[str, str] | None = None) -> int:
-    """Remove what a crash of the platform itself left behind: every container carrying LABEL_MANAGED (and
-    `labels`, to narrow it down) created at least `older_than_s` ago, with its anonymous volumes, and
-    the dangling images of builds that never finished. Call it at startup. Returns the containers removed."""
+def remove_containers(labels: dict[str, str] | None = None, older_than_s: float = 0) -> int:
+    """Remove (with their anonymous volumes) the platform's containers carrying ``labels``, created at
+    least ``older_than_s`` ago. Before an evaluation starts, with its submission's label: a container an
+    earlier attempt left behind (its run worker killed mid-start) must not share the evaluation CPU."""
     import time
 
     import docker.errors
@@ -58,6 +58,18 @@ def remove_leftovers(older_than_s: float = 0, labels: dict[str, str] | None = No
                 removed += 1
             except docker.errors.NotFound:
                 pass   # removed meanwhile by its own evaluation
+    return removed
+
+
+def remove_leftovers(older_than_s: float = 0, labels: dict[str, str] | None = None) -> int:
+    """Remove what a crash of the platform itself left behind: every container carrying LABEL_MANAGED (and
+    `labels`, to narrow it down) created at least `older_than_s` ago, with its anonymous volumes, and
+    the dangling images of builds that never finished. Call it at startup. Returns the containers removed."""
+    import time
+
+    import docker.errors
+    wanted = [LABEL_MANAGED] + [f"{k}={v}" for k, v in (labels or {}).items()]
+    removed = remove_containers(labels, older_than_s)
     try:
         client().images.prune(filters={"dangling": True, "label": wanted})
     except docker.errors.APIError:

@@ -17,7 +17,7 @@ from lake.vocabulary import LABEL_SUBMISSION
 from sandbox.config import SandboxSettings
 from sandbox.harness import DecoderSession, LoadSettings, ScenarioRun, StallWatchdog, run_loadgen
 from sandbox.interference import TimedRunGuard
-from sandbox.engine import engine_identity
+from sandbox.engine import engine_identity, remove_containers
 from sandbox.runner import ContainerExit, run_sandboxed
 from sandbox.workload import PromptPlan, Workload, timed_prompt_count
 
@@ -51,6 +51,8 @@ def run_session(image: str, submission_id: str, workload: Workload, plan: Prompt
     """Start the container, load, the accuracy pass and (if `accuracy_gate` passes it) the timed runs."""
     session = DecoderSession()
     engine = engine_identity()
+    if left := remove_containers({LABEL_SUBMISSION: submission_id}):
+        on_log(f"[arena] removed {left} container(s) an earlier attempt of {submission_id} left running")
     with run_sandboxed(image, settings, model_dir=model_dir, on_line=session.on_line,
                        on_overflow=session.on_overflow, on_eof=session.on_eof,
                        labels={LABEL_SUBMISSION: submission_id}) as box:

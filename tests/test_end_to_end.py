@@ -163,7 +163,7 @@ def test_a_killed_run_worker_fails_its_run_at_once_and_the_retry_scores_the_subm
     from dagster import DagsterInstance, DagsterRunStatus
     from dagster._core.storage.dagster_run import RunsFilter
 
-    from lake.vocabulary import TAG_SUBMISSION
+    from lake.vocabulary import LABEL_SUBMISSION, TAG_SUBMISSION
 
     env, home = platform
     url = f"http://127.0.0.1:{env['ARENA_PORT']}"
@@ -228,3 +228,11 @@ def test_a_killed_run_worker_fails_its_run_at_once_and_the_retry_scores_the_subm
                        if e.dagster_event and e.dagster_event.event_type_value == "STEP_SUCCESS"
                        and e.step_key == "evaluation"]
         assert not interrupted, "the orphaned evaluation step ran to its end"
+
+    # nothing of the submission is left running on the evaluation CPU once it is scored
+    import docker
+    engine = docker.from_env()
+    deadline = time.monotonic() + 60
+    while left := engine.containers.list(all=True, filters={"label": f"{LABEL_SUBMISSION}={sid}"}):
+        assert time.monotonic() < deadline, f"containers of {sid} left behind: {[c.name for c in left]}"
+        time.sleep(1)
