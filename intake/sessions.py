@@ -80,7 +80,12 @@ HANDLE_CHARS = 16
 
 def handle_of(key: str | None) -> str | None:
     """The public handle of the session whose cookie carries ``key``."""
-    return _hash(key)[:HANDLE_CHARS] if isinstance(key, str) and key else None
+    return row_handle(_hash(key)) if isinstance(key, str) and key else None
+
+
+def row_handle(session_id: str) -> str:
+    """The public handle of the ``web_sessions`` row ``session_id``."""
+    return session_id[:HANDLE_CHARS]
 
 
 def live_sessions(session: Session, user_id: int, now: datetime | None = None) -> list[WebSession]:

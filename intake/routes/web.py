@@ -18,8 +18,8 @@ from intake.errors import ApiError
 from intake.models import ApiToken, User
 from intake.oauth import identity_from, user_for_identity
 from intake.security import hash_token, issue_token, revoke_token, user_for_token
-from intake.sessions import (HANDLE_CHARS, SESSION_KEY, end_session, end_session_by_handle, end_sessions_of_user,
-                             handle_of, live_sessions, open_session)
+from intake.sessions import (SESSION_KEY, end_session, end_session_by_handle, end_sessions_of_user,
+                             handle_of, live_sessions, open_session, row_handle)
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -132,7 +132,7 @@ def sessions_page(request: Request) -> Response:
     with request.app.state.db.session() as session:
         rows = live_sessions(session, user.id)
         names = dict(session.execute(select(ApiToken.id, ApiToken.name).where(ApiToken.user_id == user.id)).all())
-        shown = [{"handle": r.id[:HANDLE_CHARS], "created_at": r.created_at, "expires_at": r.expires_at,
+        shown = [{"handle": row_handle(r.id), "created_at": r.created_at, "expires_at": r.expires_at,
                   "how": f"API token “{names.get(r.token_id, r.token_id)}”" if r.token_id is not None
                   else "OAuth login"} for r in rows]
     return page(request, "sessions.html", user, sessions=shown,
